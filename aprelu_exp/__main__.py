@@ -1,0 +1,72 @@
+"""`python -m aprelu_exp [overrides]`: compose the Hydra config and train one run (or a sweep)."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from aprelu_exp.errors import UserError
+from aprelu_exp.runs.rundir import CONFIG_FILE, discard_unstarted, unique_suffix
+
+log = logging.getLogger("aprelu_exp")
+OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True, replace=True)
+
+
+def _resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path]:
+    """A resumed run keeps its own config; plain key=value overrides still apply on top, so a
+    changed network is caught by the checkpoint check instead of silently ignored."""
+    run_dir = Path(cfg.resume)
+    saved = run_dir / CONFIG_FILE
+    if not saved.is_file():
+        raise UserError(f"resume={run_dir}: no {CONFIG_FILE} there; give the directory of an "
+                        f"earlier run (it holds config.yaml, metrics.csv and checkpoints/).")
+    base = OmegaConf.load(saved)
+    extra = [o for o in overrides if not o.startswith("resume=")]
+    groups = [o for o in extra if "/" in o.split("=", 1)[0] or "." not in o.split("=", 1)[0]]
+    if groups:
+        raise UserError(f"resume cannot switch config groups or top-level keys ({', '.join(groups)}); "
+                        f"only dotted key=value overrides such as trainer.max_epochs=10 apply.")
+    OmegaConf.set_struct(base, True)
+    merged = OmegaConf.merge(base, OmegaConf.from_dotlist(extra))
+    merged.resume = str(run_dir)
+    return merged, run_dir
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from aprelu_exp.train import train
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        if cfg.get("resume"):
+            fresh_dir = run_dir
+            cfg, run_dir = _resume_config(cfg, list(hc.overrides.task))
+            discard_unstarted(fresh_dir)
+        summary = train(cfg, run_dir)
+    except UserError as exc:
+        discard_unstarted(run_dir)
+        print(f"error: {exc}", file=sys.stderr)
+        if multirun:
+            from aprelu_exp.runs.rundir import write_status
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_status(run_dir, "failed", str(exc))
+            return None
+        sys.exit(UserError.exit_code)
+    except Exception:
+        if multirun:
+            # One failed job must not end the sweep; its status.json already says why.
+            log.exception("job %s failed; the sweep continues", hc.job.num)
+            return None
+        raise
+    return summary.get("final", {}).get("val_acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The pre-activation ResNet of the article's Keras scripts, built from a list of stages.
+
+Each stage is ``{blocks, channels, downsample}``. The Keras script applies the stride to every
+block of a downsampling call (a quirk kept here: ``downsample: true`` with ``blocks: 2`` halves the
+resolution twice); records that want one downsampling block write it as a stage of its own.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from aprelu_exp.model.activations import ACTIVATIONS
+
+# scipy.stats.truncnorm.std(a=-2, b=2): Keras divides by it so that the truncated normal keeps
+# the he_normal variance 2 / fan_in.
+_TRUNCNORM_STD = 0.87962566103423978
+
+
+@dataclass(frozen=True)
+class Stage:
+    blocks: int
+    channels: int
+    downsample: bool
+
+
+class NetworkConfigError(ValueError):
+    """A network description that cannot be built (raised before any run is created)."""
+
+
+def make_batchnorm(momentum: float, eps: float):
+    def factory(num_features: int, dims: int = 2) -> nn.Module:
+        cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+        return cls(num_features, eps=eps, momentum=momentum)
+
+    return factory
+
+
+class Conv3x3(nn.Conv2d):
+    """3x3 convolution with TensorFlow's ``padding='same'``.
+
+    TensorFlow pads ``total = max((out-1)*stride + k - in, 0)`` with the smaller half before: a
+    stride-2 conv on an even input pads 0 before and 1 after, so its sampling grid is shifted by
+    one pixel against a symmetric padding of 1. ``tf_same=False`` gives PyTorch's usual padding=1.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, tf_same: bool):
+        super().__init__(cin, cout, 3, stride=stride, padding=0 if tf_same and stride > 1 else 1)
+        self.tf_same = tf_same and stride > 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tf_same:
+            h, w = x.shape[-2:]
+            s = self.stride[0]
+            ph = max((math.ceil(h / s) - 1) * s + 3 - h, 0)
+            pw = max((math.ceil(w / s) - 1) * s + 3 - w, 0)
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return super().forward(x)
+
+
+class PreActBlock(nn.Module):
+    """BN -> act -> Conv3x3(stride) -> BN -> act -> Conv3x3, plus the shortcut."""
+
+    def __init__(self, cin, cout, stride, act, reduction, bn, tf_same, shortcut):
+        super().__init__()
+        self.bn1 = bn(cin)
+        self.act1 = ACTIVATIONS[act](cin, reduction, bn)
+        self.conv1 = Conv3x3(cin, cout, stride, tf_same)
+        self.bn2 = bn(cout)
+        self.act2 = ACTIVATIONS[act](cout, reduction, bn)
+        self.conv2 = Conv3x3(cout, cout, 1, tf_same)
+        self.stride = stride
+        self.pad_channels = cout - cin
+        self.projection = None
+        if shortcut == "projection" and (cin != cout or stride > 1):
+            self.projection = nn.Conv2d(cin, cout, 1, stride=stride)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.projection is not None:
+            return self.projection(x)
+        if self.stride > 1:
+            # Keras AveragePooling2D(pool_size=1, strides=2): plain subsampling.
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.pad_channels:
+            x = torch.cat([x, torch.zeros_like(x)], dim=1)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.conv1(self.act1(self.bn1(x)))
+        r = self.conv2(self.act2(self.bn2(r)))
+        return r + self.shortcut(x)
+
+
+class APReLUResNet(nn.Module):
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        stem_channels: int = 16,
+        activation: str = "aprelu",
+        reduction: int = 16,
+        num_classes: int = 10,
+        shortcut: str = "zero_pad",
+        tf_same_padding: bool = True,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-3,
+        init: str = "keras",
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        check_network(stages, stem_channels, activation, reduction, shortcut)
+        bn = make_batchnorm(bn_momentum, bn_eps)
+        self.stem = nn.Conv2d(in_channels, stem_channels, 3, padding=1)
+        blocks, cin = [], stem_channels
+        for stage in stages:
+            for _ in range(stage.blocks):
+                stride = 2 if stage.downsample else 1
+                blocks.append(
+                    PreActBlock(cin, stage.channels, stride, activation, reduction, bn,
+                                tf_same_padding, shortcut)
+                )
+                cin = stage.channels
+        self.blocks = nn.Sequential(*blocks)
+        self.head_bn = bn(cin)
+        self.head_act = ACTIVATIONS[activation](cin, reduction, bn)
+        self.fc = nn.Linear(cin, num_classes)
+        if init == "keras":
+            keras_init_(self)
+        elif init != "torch":
+            raise NetworkConfigError(f"model.init must be 'keras' or 'torch', got {init!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        x = self.head_act(self.head_bn(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def check_network(stages, stem_channels, activation, reduction, shortcut) -> None:
+    """Reject descriptions Keras could not build, with the key and the fix in the message."""
+    if activation not in ACTIVATIONS:
+        raise NetworkConfigError(
+            f"model.activation={activation!r} is not known; choose one of {sorted(ACTIVATIONS)}."
+        )
+    if shortcut not in ("zero_pad", "projection"):
+        raise NetworkConfigError(
+            f"model.shortcut={shortcut!r} is not known; use 'zero_pad' (the article's Keras "
+            "shortcut) or 'projection' (a 1x1 convolution)."
+        )
+    if reduction < 1:
+        raise NetworkConfigError(f"model.reduction must be a positive integer, got {reduction}.")
+    if not stages:
+        raise NetworkConfigError("model.stages is empty; give at least one {blocks, channels, downsample}.")
+    if stem_channels < 1:
+        raise NetworkConfigError(f"model.stem_channels must be positive, got {stem_channels}.")
+    cin = stem_channels
+    for i, st in enumerate(stages):
+        if st.blocks < 1 or st.channels < 1:
+            raise NetworkConfigError(
+                f"model.stages[{i}] needs blocks >= 1 and channels >= 1, got blocks={st.blocks}, "
+                f"channels={st.channels}."
+            )
+        if shortcut == "zero_pad" and st.channels not in (cin, 2 * cin):
+            raise NetworkConfigError(
+                f"model.stages[{i}].channels={st.channels} cannot follow {cin} channels: the "
+                f"article's shortcut concatenates zeros, so a width may only stay the same or "
+                f"double (use {cin} or {2 * cin}), or set model.shortcut=projection."
+            )
+        if activation in ("aprelu",) and min(cin, st.channels) // reduction < 1:
+            raise NetworkConfigError(
+                f"model.reduction={reduction} is larger than the {min(cin, st.channels)} channels "
+                f"at model.stages[{i}]; APReLU's first Dense layer would have no unit. Use a "
+                f"reduction of at most {min(cin, st.channels)}."
+            )
+        cin = st.channels
+
+
+def keras_init_(model: nn.Module) -> None:
+    """Keras defaults: truncated he_normal kernels (std sqrt(2/fan_in), cut at 2 std), zero biases."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            std = math.sqrt(2.0 / fan_in) / _TRUNCNORM_STD
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def build_network(cfg) -> APReLUResNet:
+    """Build from the ``model`` config node (an OmegaConf node or a plain mapping)."""
+    stages = [Stage(int(s["blocks"]), int(s["channels"]), bool(s["downsample"])) for s in cfg["stages"]]
+    return APReLUResNet(
+        stages=stages,
+        stem_channels=int(cfg["stem_channels"]),
+        activation=str(cfg["activation"]),
+        reduction=int(cfg["reduction"]),
+        num_classes=int(cfg["num_classes"]),
+        shortcut=str(cfg["shortcut"]),
+        tf_same_padding=bool(cfg["tf_same_padding"]),
+        bn_momentum=float(cfg["bn_momentum"]),
+        bn_eps=float(cfg["bn_eps"]),
+        init=str(cfg["init"]),
+    )
+
+
+def decayed_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split parameters as Keras' ``l2(1e-4)`` regularisers do: conv/dense kernels and BN gammas
+    are penalised; biases, BN betas and PReLU slopes are not."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            is_kernel = isinstance(module, (nn.Conv2d, nn.Linear)) and name == "weight"
+            is_gamma = isinstance(module, nn.modules.batchnorm._BatchNorm) and name == "weight"
+            (decay if is_kernel or is_gamma else no_decay).append(p)
+    return decay, no_decay

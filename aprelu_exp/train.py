@@ -1,0 +1,187 @@
+"""The train function the CLI and the tests call: config -> built objects -> trainer.fit -> run dir."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from aprelu_exp.data.augment import KerasAugmentConfig
+from aprelu_exp.data.cifar10 import DataError
+from aprelu_exp.data.datamodule import CIFAR10DataModule
+from aprelu_exp.errors import UserError
+from aprelu_exp.model import NetworkConfigError, build_network
+from aprelu_exp.runs.callbacks import EpochRecorder
+from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, check_compatible, network_signature
+from aprelu_exp.runs.rundir import (CONFIG_FILE, SUMMARY_FILE, Stopwatch, environment,
+                                    write_json_atomic, write_status)
+from aprelu_exp.runs.summary import metrics_summary
+from aprelu_exp.training.module import APReLUClassifier
+from aprelu_exp.training.schedule import scale_milestones, step_milestones
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SchedulePlan:
+    full_epochs: int  # the record's schedule length
+    max_epochs: int  # what this run trains
+    milestones: list[int]
+    budget: int | None
+
+    def as_dict(self) -> dict:
+        return {
+            "full_epochs": self.full_epochs,
+            "max_epochs": self.max_epochs,
+            "budget": self.budget,
+            "milestones": self.milestones,
+            "kind": "budget" if self.budget else (
+                "full" if self.max_epochs >= self.full_epochs else "truncated"),
+        }
+
+
+def plan_schedule(cfg: DictConfig) -> SchedulePlan:
+    s = cfg.schedule
+    full = int(s.epochs)
+    milestones = step_milestones(full, int(s.every))
+    budget = cfg.get("budget")
+    if budget is not None:
+        if int(budget) < 1:
+            raise UserError(f"budget={budget} is below one epoch; give budget=N with N >= 1 "
+                            f"(the record's full schedule is {full} epochs).")
+        return SchedulePlan(full, int(budget), scale_milestones(milestones, full, int(budget)), int(budget))
+    max_epochs = int(cfg.trainer.max_epochs)
+    if max_epochs < 1:
+        raise UserError(f"trainer.max_epochs={max_epochs}; train at least one epoch.")
+    return SchedulePlan(full, max_epochs, milestones, None)
+
+
+def build_net(cfg: DictConfig) -> torch.nn.Module:
+    try:
+        return build_network(cfg.model)
+    except NetworkConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def build_datamodule(cfg: DictConfig, arrays=None) -> CIFAR10DataModule:
+    d = cfg.data
+    aug = None
+    if cfg.augment.name == "keras":
+        fields = KerasAugmentConfig.__dataclass_fields__
+        aug = KerasAugmentConfig(**{k: v for k, v in cfg.augment.items() if k in fields})
+    elif cfg.augment.name != "none":
+        raise UserError(f"augment={cfg.augment.name!r} is not known; use augment=keras or augment=none.")
+    for key in ("train_subset", "test_subset"):
+        if d.get(key) is not None and int(d[key]) < 1:
+            raise UserError(f"data.{key}={d[key]} must be a positive number of images, or null for all.")
+    try:
+        return CIFAR10DataModule(
+            root=d.root, download=d.download, verify_digests=d.verify_digests,
+            train_subset=d.train_subset, test_subset=d.test_subset, batch_size=d.batch_size,
+            eval_batch_size=d.eval_batch_size, article_eval_batch_size=d.article_eval_batch_size,
+            centring=d.centring, device_resident=d.device_resident, seed=int(cfg.seed),
+            augment=aug, arrays=arrays)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def build_module(cfg: DictConfig, net: torch.nn.Module, plan: SchedulePlan) -> APReLUClassifier:
+    o = cfg.optim
+    return APReLUClassifier(net, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, l2=o.l2,
+                            milestones=plan.milestones, gamma=cfg.schedule.gamma)
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    loggers = []
+    for name in cfg.logger.backends:
+        if name == "tensorboard":
+            from pytorch_lightning.loggers import TensorBoardLogger
+            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+        elif name == "csv":
+            from pytorch_lightning.loggers import CSVLogger
+            loggers.append(CSVLogger(save_dir=str(run_dir), name="lightning_csv", version=""))
+        else:
+            raise UserError(f"logger backend {name!r} is not known; use tensorboard and/or csv.")
+    return loggers
+
+
+def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
+    """Validate, then train one run into ``run_dir``. Raises UserError for bad input, before
+    anything but Hydra's own files exists in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if cfg.seed is None:
+        raise UserError("seed is null; give an integer (seed=0 is a valid seed).")
+    plan = plan_schedule(cfg)
+    net = build_net(cfg)
+    dm = build_datamodule(cfg, arrays)
+    resume_ckpt = None
+    if cfg.get("resume"):
+        resume_ckpt = _resume_checkpoint(Path(cfg.resume), network_signature(cfg.model))
+    try:
+        dm.prepare()
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+
+    clock = Stopwatch()
+    write_status(run_dir, "running")
+    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module = build_module(cfg, net, plan)
+    module.network_signature = network_signature(cfg.model)
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    recorder = EpochRecorder(run_dir)
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=cfg.checkpoint.monitor,
+                           mode="max", save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks = [recorder, ckpt]
+    if cfg.trainer.get("enable_progress_bar", True):
+        from pytorch_lightning.callbacks import TQDMProgressBar
+        callbacks.append(TQDMProgressBar(refresh_rate=cfg.get("progress_refresh_rate", 10)))
+    trainer = instantiate(cfg.trainer, max_epochs=plan.max_epochs, callbacks=callbacks,
+                          logger=build_loggers(cfg, run_dir) or False,
+                          default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
+                          use_distributed_sampler=False)
+    if resume_ckpt is not None:
+        recorder.load_existing(up_to_epoch=torch.load(resume_ckpt, map_location="cpu",
+                                                       weights_only=False)["epoch"] + 1)
+    base = {"record": OmegaConf.to_container(cfg.record), "schedule": plan.as_dict(),
+            "seed": int(cfg.seed), "run_dir": str(run_dir), "num_train": dm.num_train,
+            "num_test": len(dm.test_y), "data_digests": dm.digests,
+            "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad)}
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    except KeyboardInterrupt:
+        _finish(run_dir, trainer, recorder, base, clock, "interrupted", "KeyboardInterrupt")
+        raise
+    except BaseException as exc:
+        _finish(run_dir, trainer, recorder, base, clock, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    state = "interrupted" if trainer.interrupted else "finished"
+    return _finish(run_dir, trainer, recorder, base, clock, state, None)
+
+
+def _finish(run_dir, trainer, recorder, base, clock, state, error) -> dict:
+    if not trainer.is_global_zero:
+        return {}
+    summary = {"status": state, "error": error, **base, **metrics_summary(recorder.rows),
+               "wall_time_s": round(clock.elapsed(), 3),
+               "environment": environment(trainer.strategy.root_device)}
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    write_status(run_dir, state, error)
+    return summary
+
+
+def _resume_checkpoint(run_dir: Path, signature: dict) -> Path:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise UserError(f"resume={run_dir}: no checkpoints/last.ckpt there. Give the directory of "
+                        f"a run that finished at least one epoch.")
+    check_compatible(last, signature)
+    return last
+
+

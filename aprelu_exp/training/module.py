@@ -1,0 +1,103 @@
+"""The LightningModule: cross-entropy, Keras-style L2, SGD + step schedule, two validation modes."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from aprelu_exp.model import decayed_parameters
+from aprelu_exp.training.schedule import step_factor
+
+STANDARD, ARTICLE = 0, 1  # validation dataloader indices, see CIFAR10DataModule.val_dataloader
+
+
+@contextmanager
+def batchnorm_batch_statistics(model: nn.Module):
+    """Evaluate as Keras does after ``K.set_learning_phase(1)``: every BatchNorm normalises with
+    the statistics of the current batch, and its running averages are left untouched."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            saved.append((m, m.training, m.track_running_stats))
+            m.training, m.track_running_stats = True, False
+    try:
+        yield
+    finally:
+        for m, training, track in saved:
+            m.training, m.track_running_stats = training, track
+
+
+class APReLUClassifier(pl.LightningModule):
+    def __init__(self, net: nn.Module, lr: float = 0.1, momentum: float = 0.9,
+                 nesterov: bool = True, l2: float = 1e-4, milestones: tuple[int, ...] = (),
+                 gamma: float = 0.1):
+        super().__init__()
+        self.net = net
+        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+        self.l2, self.milestones, self.gamma = l2, tuple(milestones), gamma
+        self._decay, self._no_decay = decayed_parameters(net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @torch.no_grad()
+    def l2_penalty(self) -> torch.Tensor:
+        """What Keras adds to the reported loss: l2 * sum(w^2) over the regularised tensors."""
+        return self.l2 * sum(p.detach().float().pow(2).sum() for p in self._decay)
+
+    def _log_epoch(self, name: str, value, n: int) -> None:
+        self.log(name, value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True,
+                 add_dataloader_idx=False)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        n = y.shape[0]
+        acc = (logits.argmax(1) == y).float().mean()
+        self._log_epoch("train_loss", loss.detach(), n)
+        self._log_epoch("train_loss_keras", loss.detach() + self.l2_penalty(), n)
+        self._log_epoch("train_acc", acc, n)
+        return loss
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        x, y = batch
+        n = y.shape[0]
+        if dataloader_idx == ARTICLE:
+            with batchnorm_batch_statistics(self.net):
+                logits = self(x)
+            loss = F.cross_entropy(logits, y)
+            # The article's val_loss is Keras' total loss, L2 penalty included.
+            self._log_epoch("val_loss_article", loss + self.l2_penalty(), n)
+            self._log_epoch("val_acc_article", (logits.argmax(1) == y).float().mean(), n)
+        else:
+            logits = self(x)
+            self._log_epoch("val_loss", F.cross_entropy(logits, y), n)
+            self._log_epoch("val_acc", (logits.argmax(1) == y).float().mean(), n)
+
+    def on_train_epoch_start(self) -> None:
+        opt = self.optimizers()
+        self._log_epoch("lr", torch.tensor(opt.param_groups[0]["lr"]), 1)
+
+    def configure_optimizers(self):
+        # Keras' l2(1e-4) adds 1e-4*w^2 to the loss, i.e. a gradient of 2e-4*w: weight decay 2*l2,
+        # and only on kernels and BN gammas.
+        groups = [
+            {"params": self._decay, "weight_decay": 2 * self.l2},
+            {"params": self._no_decay, "weight_decay": 0.0},
+        ]
+        opt = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda epoch: step_factor(epoch, self.milestones, self.gamma))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    # -- checkpoint identity ---------------------------------------------------------------------
+    network_signature: dict | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from aprelu_exp.runs.checkpoint import SIGNATURE_KEY
+
+        checkpoint[SIGNATURE_KEY] = self.network_signature
