@@ -1,0 +1,72 @@
+"""`python -m aprelu_exp.records list | show RECORD | diff A B` (A, B: record names or run dirs)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from omegaconf import OmegaConf
+
+from aprelu_exp.errors import UserError
+from aprelu_exp.records.lineage import config_diff, lineage, load_config
+
+
+def cmd_list() -> None:
+    recs = lineage()
+    children: dict[str | None, list[str]] = {}
+    for name, rec in recs.items():
+        children.setdefault(rec.get("parent"), []).append(name)
+
+    def walk(name: str, depth: int) -> None:
+        rec = recs[name]
+        pad = "    " * depth + ("└── " if depth else "")
+        print(f"{pad}{name}  [{rec.get('provenance')}]  parent: {rec.get('parent') or '-'}")
+        print(f"{'    ' * (depth + 1)}change: {rec.get('change')}")
+        for child in sorted(children.get(name, [])):
+            walk(child, depth + 1)
+
+    roots = [n for n, r in recs.items() if not r.get("parent") or r.get("parent") not in recs]
+    for root in sorted(roots):
+        walk(root, 0)
+
+
+def cmd_show(ref: str) -> None:
+    data = OmegaConf.to_container(load_config(ref), resolve=True)
+    data.pop("hydra", None)
+    print(OmegaConf.to_yaml(data), end="")
+
+
+def cmd_diff(a: str, b: str) -> None:
+    rows = config_diff(load_config(a), load_config(b))
+    if not rows:
+        print(f"{a} and {b} train with the same settings.")
+        return
+    print(f"# {a} -> {b}: {len(rows)} change(s)")
+    for key, old, new in rows:
+        print(f"{key}: {old!r} -> {new!r}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aprelu_exp.records", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="the lineage as a tree")
+    p_show = sub.add_parser("show", help="a record's fully resolved config")
+    p_show.add_argument("ref")
+    p_diff = sub.add_parser("diff", help="resolved-config difference, key by key")
+    p_diff.add_argument("a")
+    p_diff.add_argument("b")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            cmd_list()
+        elif args.cmd == "show":
+            cmd_show(args.ref)
+        else:
+            cmd_diff(args.a, args.b)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

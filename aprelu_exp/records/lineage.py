@@ -1,0 +1,90 @@
+"""Compose records (the experiment configs) and compare resolved configs key by key."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from aprelu_exp.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# Keys that describe where or how a run was started, not what it trains.
+NON_SETTINGS = ("record.", "run_root", "resume", "data.root", "progress_refresh_rate",
+                "trainer.enable_progress_bar", "trainer.enable_model_summary")
+
+
+def _ensure_resolvers() -> None:
+    from aprelu_exp.runs.rundir import unique_suffix
+
+    if not OmegaConf.has_resolver("uid"):
+        OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True)
+
+
+def record_names() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def compose_record(name: str, overrides: list[str] | None = None) -> DictConfig:
+    if name not in record_names():
+        raise UserError(f"No record named {name!r}; known records: {', '.join(record_names())}. "
+                        f"A record is a file conf/experiment/<name>.yaml.")
+    _ensure_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"experiment={name}", *(overrides or [])])
+
+
+def load_config(ref: str) -> DictConfig:
+    """A record name, or a run directory (its resolved config.yaml)."""
+    path = Path(ref)
+    if path.is_dir():
+        for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
+            if candidate.is_file():
+                return OmegaConf.load(candidate)
+        raise UserError(f"{ref} is a directory without config.yaml; give a run directory or a record name.")
+    return compose_record(ref)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys with list indices, e.g. ``model.stages[0].channels``."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    if isinstance(node, list):
+        out = {}
+        for i, v in enumerate(node):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+        return out or {prefix: []}
+    return {prefix: node}
+
+
+def _settings(cfg: DictConfig) -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    return {k: v for k, v in flatten(data).items() if not k.startswith(NON_SETTINGS)}
+
+
+MISSING = "<absent>"
+
+
+def config_diff(a: DictConfig, b: DictConfig) -> list[tuple[str, Any, Any]]:
+    fa, fb = _settings(a), _settings(b)
+    keys = sorted(set(fa) | set(fb))
+    return [(k, fa.get(k, MISSING), fb.get(k, MISSING)) for k in keys if fa.get(k, MISSING) != fb.get(k, MISSING)]
+
+
+def parent_of(cfg: DictConfig) -> str | None:
+    rec = cfg.get("record") or {}
+    return rec.get("parent")
+
+
+def lineage() -> dict[str, dict]:
+    """Every record's metadata, keyed by name, as its composed config states it."""
+    out = {}
+    for name in record_names():
+        rec = OmegaConf.to_container(compose_record(name).record, resolve=True)
+        out[name] = rec
+    return out

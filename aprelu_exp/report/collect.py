@@ -1,0 +1,115 @@
+"""Read run directories (finished, failed, interrupted or still running) into plain records."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from aprelu_exp.runs.rundir import CONFIG_FILE, METRICS_FILE, STATUS_FILE, SUMMARY_FILE, read_status
+from aprelu_exp.runs.summary import metrics_summary
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    record: str
+    parent: str | None
+    status: str
+    error: str | None
+    overrides: list[str]
+    rows: list[dict]
+    summary: dict
+    config: object = None
+    changes: list[tuple] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((path / f).exists() for f in (STATUS_FILE, METRICS_FILE, ".hydra"))
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if is_run_dir(p) and not (p / "multirun.yaml").exists():
+            found.append(p)
+            continue
+        for candidate in sorted(p.rglob("*")):
+            if candidate.is_dir() and is_run_dir(candidate) and candidate.name != ".hydra":
+                found.append(candidate)
+    seen, unique = set(), []
+    for p in found:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def _read_rows(path: Path) -> list[dict]:
+    f = path / METRICS_FILE
+    if not f.exists():
+        return []
+    with open(f, newline="") as fh:
+        # A row being written by a live run may be cut short: keep only complete ones.
+        return [r for r in csv.DictReader(fh) if r.get("epoch") not in (None, "") and None not in r.values()]
+
+
+def _read_config(path: Path):
+    for candidate in (path / CONFIG_FILE, path / ".hydra" / "config.yaml"):
+        if candidate.is_file():
+            try:
+                return OmegaConf.load(candidate)
+            except Exception:  # a half-written config must not stop the report
+                return None
+    return None
+
+
+def load_run(path: Path) -> RunInfo:
+    path = Path(path)
+    status = read_status(path)
+    summary = {}
+    if (path / SUMMARY_FILE).exists():
+        try:
+            summary = json.loads((path / SUMMARY_FILE).read_text())
+        except json.JSONDecodeError:
+            summary = {}
+    rows = _read_rows(path)
+    if not summary:
+        summary = metrics_summary(rows)
+    cfg = _read_config(path)
+    record = parent = None
+    if cfg is not None and "record" in cfg:
+        record, parent = cfg.record.get("name"), cfg.record.get("parent")
+    overrides = []
+    ov = path / ".hydra" / "overrides.yaml"
+    if ov.exists():
+        overrides = [str(o) for o in (OmegaConf.load(ov) or [])]
+    return RunInfo(path=path, record=record or "?", parent=parent, status=status.get("status", "unknown"),
+                   error=status.get("error"), overrides=overrides, rows=rows, summary=summary, config=cfg)
+
+
+def attach_changes(runs: list[RunInfo]) -> None:
+    """Each run's resolved settings against its record's parent (the keys the record + overrides changed)."""
+    from aprelu_exp.errors import UserError
+    from aprelu_exp.records.lineage import compose_record, config_diff
+
+    parents: dict[str, object] = {}
+    for run in runs:
+        if run.config is None or not run.parent:
+            continue
+        if run.parent not in parents:
+            try:
+                parents[run.parent] = compose_record(run.parent)
+            except UserError:
+                parents[run.parent] = None
+        if parents[run.parent] is not None:
+            try:
+                run.changes = config_diff(parents[run.parent], run.config)
+            except Exception:  # unresolvable interpolations in a foreign config
+                run.changes = []

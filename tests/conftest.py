@@ -1,0 +1,58 @@
+"""Shared fixtures: the real CIFAR-10 (from $APRELU_DATA_ROOT or ../shared/data) and Hydra's
+compose API, so in-process tests build configs exactly as the CLI does."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from aprelu_exp.data.cifar10 import SUBDIR, load_cifar10
+from aprelu_exp.runs.rundir import unique_suffix
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True, replace=True)
+
+
+def data_root() -> Path:
+    for candidate in (os.environ.get("APRELU_DATA_ROOT"), REPO.parent / "shared" / "data", REPO / "data"):
+        if candidate and (Path(candidate) / SUBDIR).is_dir():
+            return Path(candidate)
+    pytest.fail("CIFAR-10 not found: set APRELU_DATA_ROOT to a folder holding cifar-10-batches-bin/")
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    return data_root()
+
+
+@pytest.fixture(scope="session")
+def cifar(cifar_root):
+    return load_cifar10(cifar_root, download_if_missing=False)
+
+
+@pytest.fixture
+def make_cfg(cifar_root, tmp_path):
+    """compose(overrides) shrunk for tests: a small real subset, CPU, no progress bar."""
+
+    def _make(*overrides: str, small: bool = True):
+        base = [f"data.root={cifar_root}", f"run_root={tmp_path / 'runs'}"]
+        if small:
+            base += ["data.train_subset=500", "data.test_subset=200", "trainer.max_epochs=1",
+                     "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+                     "trainer.enable_model_summary=false", "logger=none"]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides=base + list(overrides))
+
+    return _make
+
+
+@pytest.fixture
+def cli_env(cifar_root):
+    env = dict(os.environ)
+    env["APRELU_DATA_ROOT"] = str(cifar_root)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,74 @@
+"""Bad input through the real CLI: a clear message, a non-zero exit, no run that looks finished."""
+import json
+from pathlib import Path
+
+import pytest
+
+from aprelu_exp.data.cifar10 import SUBDIR, TEST_FILES, TRAIN_FILES
+from test_cli import run_cli
+
+
+def _data_variant(src_root: Path, dst: Path, kind: str) -> Path:
+    """A data root of symlinks to the real files, with data_batch_2.bin missing/cut/altered."""
+    folder = dst / SUBDIR
+    folder.mkdir(parents=True)
+    for name in TRAIN_FILES + TEST_FILES:
+        if name == "data_batch_2.bin":
+            raw = (src_root / SUBDIR / name).read_bytes()
+            if kind == "truncated":
+                (folder / name).write_bytes(raw[: len(raw) // 2])
+            elif kind == "altered":
+                b = bytearray(raw)
+                b[1000] ^= 1
+                (folder / name).write_bytes(bytes(b))
+            continue  # "missing": leave it out
+        (folder / name).symlink_to(src_root / SUBDIR / name)
+    return dst
+
+
+CASES = [
+    # (overrides, expected exit, text the message must contain)
+    (["model.stages.0.channels=48"], 2, "model.stages[0].channels=48 cannot follow 16 channels"),
+    (["model.stages.2.channels=100"], 2, "may only stay the same or double"),
+    (["model.foo=1"], 1, "Could not override 'model.foo'"),
+    (["experiment=record_99"], 1, "record_99"),
+    (["model.reduction=64"], 2, "model.reduction=64 is larger than"),
+    (["model.reduction=0"], 2, "model.reduction must be a positive integer"),
+    (["model.activation=swish"], 2, "model.activation='swish' is not known"),
+    (["model.shortcut=conv"], 2, "model.shortcut='conv' is not known"),
+    (["model.stages=[]"], 2, "model.stages is empty"),
+    (["budget=0"], 2, "budget=0 is below one epoch"),
+    (["trainer.max_epochs=0"], 2, "trainer.max_epochs=0"),
+    (["seed=null"], 2, "seed is null"),
+    (["data.centring=zca"], 2, "data.centring must be"),
+    (["augment.fill_mode=wrap"], 2, "augment.fill_mode must be"),
+    (["data.train_subset=0"], 2, "data.train_subset=0"),
+    (["resume=/nonexistent/run"], 2, "resume=/nonexistent/run"),
+    ("missing", 2, "data_batch_2.bin is missing"),
+    ("truncated", 2, "data_batch_2.bin has 15365000 bytes"),
+    ("altered", 2, "data_batch_2.bin has SHA-256"),
+]
+
+
+@pytest.mark.parametrize("overrides, code, message", CASES, ids=[str(c[0]) for c in CASES])
+def test_bad_input_is_refused_cleanly(overrides, code, message, cli_env, cifar_root, tmp_path):
+    runs = tmp_path / "runs"
+    args = [f"run_root={runs}", "trainer.max_epochs=1", "data.train_subset=200", "data.test_subset=100"]
+    if isinstance(overrides, str):
+        root = _data_variant(cifar_root, tmp_path / "data", overrides)
+        args += [f"data.root={root}", "data.download=false"]
+    else:
+        args = [a for a in args if not any(a.split("=")[0] == o.split("=")[0] for o in overrides)]
+        args += overrides
+    out = run_cli(args, cli_env)
+    assert out.returncode == code, out.stderr[-2000:]
+    assert message in out.stderr, out.stderr[-2000:]
+    if code == 2:
+        # Our own errors: one paragraph, no traceback.
+        assert "Traceback" not in out.stderr
+    # Nothing that looks like a finished (or any) run is left behind.
+    leftovers = [p for p in runs.rglob("*") if p.is_dir() and (p / ".hydra").exists()]
+    assert leftovers == []
+    assert not list(runs.rglob("summary.json"))
+    for status in runs.rglob("status.json"):
+        assert json.loads(status.read_text())["status"] != "finished"

@@ -1,0 +1,70 @@
+"""The CIFAR-10 reader against the official digests and published facts about the data set."""
+import shutil
+
+import numpy as np
+import pytest
+
+from aprelu_exp.data.cifar10 import SUBDIR, DataError, load_cifar10, resolve_root, verify
+
+# Published facts: the first labels of data_batch_1 and test_batch, per-class counts, and the
+# per-channel statistics of the training set.
+FIRST_TRAIN_LABELS = [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+FIRST_TEST_LABELS = [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+TRAIN_MEAN = (0.4914, 0.4822, 0.4465)
+TRAIN_STD = (0.2470, 0.2435, 0.2616)
+
+
+def test_official_digests_labels_and_statistics(cifar):
+    assert cifar.train_images.shape == (50_000, 3, 32, 32) and cifar.train_images.dtype == np.uint8
+    assert cifar.test_images.shape == (10_000, 3, 32, 32)
+    assert len(cifar.digests) == 6
+    assert list(cifar.train_labels[:10]) == FIRST_TRAIN_LABELS
+    assert list(cifar.test_labels[:10]) == FIRST_TEST_LABELS
+    assert np.bincount(cifar.train_labels).tolist() == [5000] * 10
+    assert np.bincount(cifar.test_labels).tolist() == [1000] * 10
+    x = cifar.train_images.reshape(50_000, 3, -1) / 255.0
+    np.testing.assert_allclose(x.mean(axis=(0, 2)), TRAIN_MEAN, atol=1e-4)
+    np.testing.assert_allclose(x.std(axis=(0, 2)), TRAIN_STD, atol=1e-4)
+
+
+def test_scalar_mean_is_the_mean_of_all_training_pixels(cifar):
+    from aprelu_exp.data.datamodule import CIFAR10DataModule
+
+    dm = CIFAR10DataModule(arrays=cifar)
+    dm.prepare()
+    # Equal-sized channels: the scalar mean is the mean of the three published channel means.
+    assert dm.scalar_mean == pytest.approx(sum(TRAIN_MEAN) / 3, abs=1e-4)
+
+
+@pytest.fixture
+def data_copy(cifar_root, tmp_path):
+    dst = tmp_path / "data"
+    shutil.copytree(cifar_root / SUBDIR, dst / SUBDIR)
+    return dst
+
+
+def test_altered_file_is_named(data_copy):
+    path = data_copy / SUBDIR / "data_batch_3.bin"
+    raw = bytearray(path.read_bytes())
+    raw[12345] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="data_batch_3.bin.*altered"):
+        verify(data_copy)
+
+
+def test_truncated_and_missing_files_are_named(data_copy):
+    path = data_copy / SUBDIR / "test_batch.bin"
+    path.write_bytes(path.read_bytes()[:-3073])
+    with pytest.raises(DataError, match="test_batch.bin.*truncated"):
+        load_cifar10(data_copy, download_if_missing=False)
+    path.unlink()
+    with pytest.raises(DataError, match="test_batch.bin is missing"):
+        load_cifar10(data_copy, download_if_missing=False)
+
+
+def test_data_root_falls_back_to_env_then_local(monkeypatch, tmp_path):
+    monkeypatch.setenv("APRELU_DATA_ROOT", str(tmp_path))
+    assert resolve_root(None) == tmp_path
+    assert resolve_root("/x/y") == resolve_root("/x/y")
+    monkeypatch.delenv("APRELU_DATA_ROOT")
+    assert str(resolve_root(None)) == "data"
