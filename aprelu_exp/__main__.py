@@ -10,8 +10,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aprelu_exp import config_schema  # noqa: F401  (registers the typed schemas)
 from aprelu_exp.errors import UserError
-from aprelu_exp.runs.rundir import CONFIG_FILE, discard_unstarted, unique_suffix
+from aprelu_exp.runs.callbacks import NonFiniteLossError
+from aprelu_exp.runs.rundir import (CONFIG_FILE, discard_unstarted, launched_as_global_zero, unique_suffix,
+                                    write_status)
 
 log = logging.getLogger("aprelu_exp")
 OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True, replace=True)
@@ -45,20 +48,34 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
+        launcher = str(hc.launcher.get("_target_", ""))
+        if multirun and "ddp" in str(cfg.trainer.get("strategy", "")) and "submitit" not in launcher:
+            raise UserError(
+                "trainer.strategy=ddp inside a Hydra multirun (-m) is refused: Lightning's DDP "
+                "launcher re-runs the command line per device, which would re-launch the sweep. "
+                "Run each DDP job as its own command, or sweep with the submitit launcher "
+                "(hydra/launcher=submitit_slurm, one task per GPU) and trainer.strategy=ddp there.")
         if cfg.get("resume"):
             fresh_dir = run_dir
             cfg, run_dir = _resume_config(cfg, list(hc.overrides.task))
             discard_unstarted(fresh_dir)
         summary = train(cfg, run_dir)
     except UserError as exc:
-        discard_unstarted(run_dir)
         print(f"error: {exc}", file=sys.stderr)
         if multirun:
-            from aprelu_exp.runs.rundir import write_status
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_status(run_dir, "failed", str(exc))
+            # The job stays in the sweep (with its overrides) as a failed row of the report.
+            if launched_as_global_zero():
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_status(run_dir, "failed", str(exc))
             return None
+        if launched_as_global_zero():
+            discard_unstarted(run_dir)
         sys.exit(UserError.exit_code)
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if multirun:
+            return None
+        sys.exit(3)
     except Exception:
         if multirun:
             # One failed job must not end the sweep; its status.json already says why.

@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from aprelu_exp import config_schema  # noqa: F401
 from aprelu_exp.data.cifar10 import SUBDIR, load_cifar10
 from aprelu_exp.runs.rundir import unique_suffix
 

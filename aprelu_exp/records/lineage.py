@@ -7,6 +7,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from aprelu_exp import config_schema  # noqa: F401  (registers the typed schemas)
 from aprelu_exp.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -31,8 +32,14 @@ def compose_record(name: str, overrides: list[str] | None = None) -> DictConfig:
         raise UserError(f"No record named {name!r}; known records: {', '.join(record_names())}. "
                         f"A record is a file conf/experiment/<name>.yaml.")
     _ensure_resolvers()
+    from hydra.core.global_hydra import GlobalHydra
+
+    args = [f"experiment={name}", *(overrides or [])]
+    if GlobalHydra.instance().is_initialized():
+        # Inside a running Hydra app (the sweep callback): it already searches this conf dir.
+        return compose("config", overrides=args)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[f"experiment={name}", *(overrides or [])])
+        return compose("config", overrides=args)
 
 
 def load_config(ref: str) -> DictConfig:

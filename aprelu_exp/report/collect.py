@@ -97,7 +97,7 @@ def load_run(path: Path) -> RunInfo:
 def attach_changes(runs: list[RunInfo]) -> None:
     """Each run's resolved settings against its record's parent (the keys the record + overrides changed)."""
     from aprelu_exp.errors import UserError
-    from aprelu_exp.records.lineage import compose_record, config_diff
+    from aprelu_exp.records.lineage import MISSING, compose_record, config_diff
 
     parents: dict[str, object] = {}
     for run in runs:
@@ -110,6 +110,7 @@ def attach_changes(runs: list[RunInfo]) -> None:
                 parents[run.parent] = None
         if parents[run.parent] is not None:
             try:
-                run.changes = config_diff(parents[run.parent], run.config)
+                # Keys the run's file lacks are not changes it made (older or partial configs).
+                run.changes = [c for c in config_diff(parents[run.parent], run.config) if c[2] != MISSING]
             except Exception:  # unresolvable interpolations in a foreign config
                 run.changes = []

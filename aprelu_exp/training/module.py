@@ -33,15 +33,23 @@ def batchnorm_batch_statistics(model: nn.Module):
 class APReLUClassifier(pl.LightningModule):
     def __init__(self, net: nn.Module, lr: float = 0.1, momentum: float = 0.9,
                  nesterov: bool = True, l2: float = 1e-4, milestones: tuple[int, ...] = (),
-                 gamma: float = 0.1):
+                 gamma: float = 0.1, compile_net: bool = False, channels_last: bool = False):
         super().__init__()
         self.net = net
+        self.channels_last = channels_last
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        # Kept outside the module tree so checkpoints hold the plain network's keys.
+        object.__setattr__(self, "_compiled", torch.compile(net, dynamic=False) if compile_net else None)
         self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
         self.l2, self.milestones, self.gamma = l2, tuple(milestones), gamma
         self._decay, self._no_decay = decayed_parameters(net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        net = self._compiled if self._compiled is not None else self.net
+        return net(x)
 
     @torch.no_grad()
     def l2_penalty(self) -> torch.Tensor:

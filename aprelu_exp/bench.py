@@ -1,0 +1,233 @@
+"""`python -m aprelu_exp.bench [hydra overrides] [--out FILE.json] [--windows N]`
+
+Measures, in one process and one run, for the composed config (record 16 by default):
+training images/s of the network and of the same network with plain ReLU (eager), evaluation
+images/s in both validation modes, augmentation images/s, the end-to-end epoch time
+(augmentation + training + both evaluations, through the real Lightning loop on a subset, scaled
+to the full data set), compile/warm-up time (reported apart), peak memory, versions and device.
+Every rate is the median over several timed windows, with min and max.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from aprelu_exp import config_schema  # noqa: F401
+from aprelu_exp.records.lineage import CONF_DIR, _ensure_resolvers
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rates(fn, images_per_call: int, windows: int, calls: int, device) -> dict:
+    rates = []
+    for _ in range(windows):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        _sync(device)
+        rates.append(images_per_call * calls / (time.perf_counter() - t))
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "windows": windows}
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    _ensure_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def _module(cfg, activation=None, compile_net=None, channels_last=None):
+    from aprelu_exp.train import build_module, build_net, perf_switches, plan_schedule
+    from omegaconf import OmegaConf
+
+    c = cfg.copy()
+    OmegaConf.set_struct(c, False)
+    if activation:
+        c.model.activation = activation
+    if compile_net is not None:
+        c.perf.compile = str(compile_net).lower()
+    if channels_last is not None:
+        c.perf.channels_last = str(channels_last).lower()
+    return build_module(c, build_net(c), plan_schedule(c)), perf_switches(c)
+
+
+def bench_training(module, batch, windows, steps, device) -> tuple[dict, float]:
+    x, y = batch
+    module.to(device).train()
+    opt = module.configure_optimizers()["optimizer"]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(module(x), y)
+        loss.backward()
+        opt.step()
+
+    t = time.perf_counter()
+    for _ in range(3):  # warm-up: compilation, allocator, oneDNN primitive caches
+        step()
+    _sync(device)
+    warmup = time.perf_counter() - t
+    return _rates(step, x.shape[0], windows, steps, device), warmup
+
+
+def bench_eval(module, x, article: bool, windows, calls, device) -> dict:
+    from aprelu_exp.training.module import batchnorm_batch_statistics
+
+    module.to(device).eval()
+
+    @torch.no_grad()
+    def run():
+        if article:
+            with batchnorm_batch_statistics(module.net):
+                module(x)
+        else:
+            module(x)
+
+    for _ in range(2):
+        run()
+    return _rates(run, x.shape[0], windows, calls, device)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aprelu_exp.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=record_15 perf.compile=true")
+    parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=6, help="training steps per window")
+    parser.add_argument("--epoch-subset", type=int, default=5000,
+                        help="training images of the measured Lightning epoch (scaled to 50,000)")
+    args = parser.parse_args(argv)
+
+    from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
+    from aprelu_exp.data.cifar10 import load_cifar10
+    from aprelu_exp.runs.rundir import environment
+
+    cfg = _compose(args.overrides)
+    accel = str(cfg.trainer.accelerator)
+    device = torch.device("cuda" if torch.cuda.is_available() and accel in ("auto", "gpu", "cuda") else "cpu")
+    torch.set_float32_matmul_precision(str(cfg.perf.matmul_precision))
+    arrays = load_cifar10(cfg.data.root, cfg.data.download, cfg.data.verify_digests)
+    bs = int(cfg.data.batch_size)
+    mean = float(arrays.train_images.mean(dtype="float64") / 255.0)
+    x = (torch.from_numpy(arrays.train_images[:bs]).float() / 255 - mean).to(device)
+    y = torch.from_numpy(arrays.train_labels[:bs]).to(device)
+    autocast = "bf16" in str(cfg.trainer.precision)
+    results: dict = {"config": {"overrides": args.overrides, "record": cfg.record.name,
+                                "precision": str(cfg.trainer.precision), "batch_size": bs},
+                     "environment": environment(device)}
+
+    def ctx():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
+
+    # 1. training throughput: the configured network (fast path as configured) and plain-ReLU eager
+    module, switches = _module(cfg)
+    results["perf"] = switches
+    with ctx():
+        train, warm = bench_training(module, (x, y), args.windows, args.steps, device)
+    results["train_images_per_s"] = train
+    results["warmup_s"] = warm
+    relu, _ = _module(cfg, activation="relu", compile_net=False, channels_last=False)
+    with ctx():
+        results["train_images_per_s_relu_eager"], _ = bench_training(relu, (x, y), args.windows, args.steps, device)
+    if switches["compile"] or switches["channels_last"]:
+        eager, _ = _module(cfg, compile_net=False, channels_last=False)
+        with ctx():
+            results["train_images_per_s_eager"], _ = bench_training(eager, (x, y), args.windows, args.steps, device)
+
+    # 2. evaluation throughput in both validation modes
+    eb, ab = int(cfg.data.eval_batch_size), int(cfg.data.article_eval_batch_size)
+    xe = (torch.from_numpy(arrays.test_images[:eb]).float() / 255 - mean).to(device)
+    xa = xe[:ab]
+    with ctx():
+        results["eval_images_per_s_standard"] = bench_eval(module, xe, False, args.windows, 1, device)
+        results["eval_images_per_s_article"] = bench_eval(module, xa, True, args.windows, max(1, eb // ab), device)
+
+    # 3. augmentation throughput (uint8 -> centred float -> one resampling per batch)
+    aug = KerasAugment(KerasAugmentConfig(**{k: v for k, v in cfg.augment.items()
+                                             if k in KerasAugmentConfig.__dataclass_fields__}))
+    raw = torch.from_numpy(arrays.train_images[:1000]).to(device)
+    g = torch.Generator(device=device).manual_seed(0)
+    results["augment_images_per_s"] = _rates(lambda: aug(raw.float().div(255).sub(mean), g), 1000,
+                                             args.windows, 5, device)
+
+    # 4. a real Lightning epoch (loader + augmentation + training + both evaluations) on a subset
+    results["epoch"] = measured_epoch(cfg, arrays, args.epoch_subset)
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    results["peak_memory_mb"] = round(peak / 2 ** 20, 1)
+    results["apr_vs_relu_eager"] = train["median"] / results["train_images_per_s_relu_eager"]["median"]
+
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print_table(results)
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def measured_epoch(cfg, arrays, subset: int) -> dict:
+    """Time one full Lightning epoch on `subset` training images and the whole test set, then
+    scale the training part to 50,000 images (evaluation is measured at full size)."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    from aprelu_exp.train import train
+
+    c = cfg.copy()
+    OmegaConf.set_struct(c, False)
+    c.data.train_subset = subset
+    c.trainer.max_epochs = 1
+    c.trainer.enable_progress_bar = False
+    c.trainer.enable_model_summary = False
+    c.logger.backends = []
+    with tempfile.TemporaryDirectory() as tmp:
+        s = train(c, Path(tmp), arrays=arrays)
+    row = s["final"]
+    scale = len(arrays.train_labels) / subset
+    train_full = row["train_time_s"] * scale
+    return {"train_subset": subset, "train_time_s_measured": row["train_time_s"],
+            "eval_time_s": row["eval_time_s"], "train_time_s_full": train_full,
+            "end_to_end_epoch_s": train_full + row["eval_time_s"],
+            "note": "includes first-epoch compilation when perf.compile is on" if s["perf"]["compile"] else ""}
+
+
+def print_table(r: dict) -> None:
+    def line(name, v):
+        if isinstance(v, dict) and "median" in v:
+            print(f"{name:<38} {v['median']:>10.1f}   (min {v['min']:.1f}, max {v['max']:.1f})")
+        else:
+            print(f"{name:<38} {v}")
+
+    env = r["environment"]
+    print(f"device: {env.get('device_name')} | torch {env['packages']['torch']} | threads {env['torch_threads']}")
+    print(f"record: {r['config']['record']} | precision {r['config']['precision']} | perf {r['perf']}")
+    line("train images/s (configured)", r["train_images_per_s"])
+    if "train_images_per_s_eager" in r:
+        line("train images/s (same net, eager)", r["train_images_per_s_eager"])
+    line("train images/s (plain ReLU, eager)", r["train_images_per_s_relu_eager"])
+    line("  ratio configured / ReLU eager", f"{r['apr_vs_relu_eager']:.2f}x")
+    line("eval images/s standard", r["eval_images_per_s_standard"])
+    line("eval images/s article (batch 100)", r["eval_images_per_s_article"])
+    line("augmentation images/s", r["augment_images_per_s"])
+    line("warm-up / compile s (not in rates)", f"{r['warmup_s']:.1f}")
+    e = r["epoch"]
+    line("end-to-end epoch s (50k + 2x10k eval)", f"{e['end_to_end_epoch_s']:.1f}  "
+         f"(train {e['train_time_s_full']:.1f} scaled from {e['train_subset']}, eval {e['eval_time_s']:.1f})")
+    line("peak memory MB", r["peak_memory_mb"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Typed schemas (Hydra structured configs) for every config group.
+
+Each YAML option names its schema first in its defaults list, so Hydra rejects unknown keys and
+values of the wrong type while composing, before any run directory exists. Semantic checks that
+types cannot express (a width the shortcut cannot join, a reduction larger than the channels) live
+next to the code they protect and run before training starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class StageSchema:
+    blocks: int = 1
+    channels: int = 16
+    downsample: bool = False
+
+
+@dataclass
+class ModelSchema:
+    activation: str = "aprelu"
+    stem_channels: int = 16
+    stages: List[StageSchema] = field(default_factory=list)
+    reduction: int = 16
+    num_classes: int = 10
+    shortcut: str = "zero_pad"
+    tf_same_padding: bool = True
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-3
+    init: str = "keras"
+
+
+@dataclass
+class DataSchema:
+    root: Optional[str] = None
+    download: bool = True
+    verify_digests: bool = True
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    batch_size: int = 100
+    eval_batch_size: int = 1000
+    article_eval_batch_size: int = 100
+    centring: str = "scalar"
+    device_resident: str = "auto"
+
+
+@dataclass
+class KerasAugmentSchema:
+    name: str = "keras"
+    rotation_range: float = 30.0
+    zoom_range: float = 0.2
+    shear_range: float = 30.0
+    width_shift_range: float = 0.125
+    height_shift_range: float = 0.125
+    horizontal_flip: bool = True
+    fill_mode: str = "nearest"
+    interpolation: str = "bilinear"
+
+
+@dataclass
+class NoAugmentSchema:
+    name: str = "none"
+
+
+@dataclass
+class OptimSchema:
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    l2: float = 1e-4
+
+
+@dataclass
+class ScheduleSchema:
+    epochs: int = 5000
+    every: int = 1500
+    gamma: float = 0.1
+
+
+@dataclass
+class LoggerSchema:
+    backends: List[str] = field(default_factory=list)
+
+
+@dataclass
+class PerfSchema:
+    compile: str = "auto"          # auto | true | false
+    channels_last: str = "auto"    # auto | true | false
+    matmul_precision: str = "high"
+
+
+@dataclass
+class RecordSchema:
+    name: str = "custom"
+    parent: Optional[str] = None
+    provenance: Optional[str] = None
+    source: Optional[str] = None
+    change: Optional[str] = None
+
+
+@dataclass
+class CheckpointSchema:
+    monitor: str = "val_acc"
+
+
+@dataclass
+class RootSchema:
+    seed: Optional[int] = 0
+    budget: Optional[int] = None
+    resume: Optional[str] = None
+    run_root: str = "runs"
+    progress_refresh_rate: int = 10
+    record: RecordSchema = field(default_factory=RecordSchema)
+    checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
+    # Groups are typed by their own schemas; the trainer is Lightning's and keeps its own checks.
+    model: Any = None
+    data: Any = None
+    augment: Any = None
+    optim: Any = None
+    schedule: Any = None
+    trainer: Any = None
+    logger: Any = None
+    perf: Any = None
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="root_schema", node=RootSchema)
+    cs.store(group="model", name="model_schema", node=ModelSchema)
+    cs.store(group="data", name="data_schema", node=DataSchema)
+    cs.store(group="augment", name="keras_schema", node=KerasAugmentSchema)
+    cs.store(group="augment", name="none_schema", node=NoAugmentSchema)
+    cs.store(group="optim", name="optim_schema", node=OptimSchema)
+    cs.store(group="schedule", name="schedule_schema", node=ScheduleSchema)
+    cs.store(group="logger", name="logger_schema", node=LoggerSchema)
+    cs.store(group="perf", name="perf_schema", node=PerfSchema)
+
+
+register_configs()

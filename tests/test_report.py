@@ -1,0 +1,99 @@
+"""The report over hand-made run directories (finished, crashed, still running) and a real sweep."""
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from aprelu_exp.report.build import build_report
+from test_cli import run_cli
+
+HEADER = ("epoch,lr,train_loss,train_loss_keras,train_acc,val_loss,val_acc,val_loss_article,"
+          "val_acc_article,train_time_s,eval_time_s,epoch_time_s,train_images_per_s")
+
+
+def _run_dir(root: Path, name: str, record: str, parent: str, rows: list[str], status: dict,
+             summary: dict | None = None, partial_line: str = "") -> Path:
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text("- model.reduction=4\n")
+    (d / "config.yaml").write_text(
+        f"record:\n  name: {record}\n  parent: {parent}\nmodel:\n  reduction: 4\n"
+        "schedule:\n  epochs: 5000\n  every: 1500\n  gamma: 0.1\n")
+    (d / "metrics.csv").write_text(HEADER + "\n" + "\n".join(rows) + "\n" + partial_line)
+    (d / "status.json").write_text(json.dumps(status))
+    if summary is not None:
+        (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+@pytest.fixture
+def fixture_runs(tmp_path):
+    root = tmp_path / "runs"
+    rows_a = ["0,0.1,2.0,2.1,0.30,1.8,0.35,1.9,0.36,10,2,12,500",
+              "1,0.1,1.7,1.8,0.40,1.6,0.45,1.7,0.41,10,2,12,520",
+              "2,0.1,1.5,1.6,0.47,1.55,0.44,1.6,0.49,10,2,12,510"]
+    _run_dir(root, "a_finished", "record_16", "record_15", rows_a, {"status": "finished", "error": None},
+             summary=None)
+    rows_b = ["0,0.1,2.2,2.3,0.25,2.0,0.28,2.1,0.27,11,2,13,450"]
+    _run_dir(root, "b_crashed", "record_15", "record_14", rows_b,
+             {"status": "failed", "error": "RuntimeError: boom"}, partial_line="1,0.1,2.0,2.1")
+    rows_c = ["0,0.1,2.1,2.2,0.26,1.9,0.31,2.0,0.30,12,2,14,430"]
+    # Still running: this very process is "the trainer", so its pid is alive.
+    _run_dir(root, "c_running", "record_16", "record_15", rows_c,
+             {"status": "running", "pid": os.getpid(), "host": os.uname().nodename})
+    # A run whose process died without saying so (SIGKILL): a dead pid on this host.
+    _run_dir(root, "d_killed", "record_16", "record_15", rows_c,
+             {"status": "running", "pid": 2 ** 22 + 12345, "host": os.uname().nodename})
+    return root
+
+
+def test_report_table_matches_the_metrics_files(fixture_runs, tmp_path):
+    out = tmp_path / "report"
+    result = build_report([fixture_runs], out)
+    assert result["runs"] == 4
+    table = {r["run"]: r for r in csv.DictReader(open(out / "runs.csv"))}
+    a = table["a_finished"]
+    assert a["status"] == "finished" and a["epochs"] == "3"
+    assert a["final_val_acc"] == "0.4400" and a["best_val_acc"] == "0.4500 (ep 1)"
+    assert a["final_val_acc_article"] == "0.4900" and a["best_val_acc_article"] == "0.4900 (ep 2)"
+    assert a["final_train_acc"] == "0.4700" and a["train_images_per_s"] == "510.0"
+    assert a["changes_vs_parent"] == "model.reduction: 1 -> 4"  # record_15 has reduction 1
+    b = table["b_crashed"]
+    assert b["status"] == "failed" and b["error"] == "RuntimeError: boom" and b["epochs"] == "1"
+    assert b["final_val_acc"] == "0.2800"  # the cut-off partial row was ignored
+    assert table["c_running"]["status"] == "running"
+    assert table["d_killed"]["status"] == "interrupted"
+    md = (out / "report.md").read_text()
+    assert "| a_finished | record_16 | finished |" in md and "RuntimeError: boom" in md
+    assert "Article vs reproduction" in md
+    for png in ("accuracy.png", "loss.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_report_cli_refuses_missing_dirs(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "aprelu_exp.report", str(tmp_path / "nope"), "--out",
+                          str(tmp_path / "r")], capture_output=True, text=True)
+    assert out.returncode == 2 and "no such run directory" in out.stderr
+
+
+@pytest.mark.slow
+def test_sweep_with_one_failing_job_reports_three_rows(cli_env, tmp_path):
+    # reduction=64 cannot be built (16 channels): that job fails, the other two must still run.
+    out = run_cli(["-m", f"run_root={tmp_path}", "model.reduction=1,64,16", "data.train_subset=300",
+                   "data.test_subset=200", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"],
+                  cli_env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep,) = list((tmp_path / "multirun").iterdir())
+    table = list(csv.DictReader(open(sweep / "runs.csv")))
+    assert len(table) == 3
+    by_override = {next(o for o in r["overrides"].split() if o.startswith("model.reduction")): r for r in table}
+    assert by_override["model.reduction=64"]["status"] == "failed"
+    assert "model.reduction=64 is larger than" in by_override["model.reduction=64"]["error"]
+    for ok in ("model.reduction=1", "model.reduction=16"):
+        assert by_override[ok]["status"] == "finished" and float(by_override[ok]["final_val_acc"]) > 0
+    assert (sweep / "report.md").exists() and (sweep / "accuracy.png").exists()

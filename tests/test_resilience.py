@@ -1,0 +1,116 @@
+"""Faults: SIGKILL mid-epoch then resume, DDP on CPU, non-finite loss, foreign checkpoints."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from aprelu_exp.runs.rundir import read_status
+from test_cli import REPO, run_cli, run_dirs
+
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_loss_keras", "train_acc", "val_loss", "val_acc",
+                  "val_loss_article", "val_acc_article")
+SMALL = ["data.train_subset=1000", "data.test_subset=200", "trainer.enable_progress_bar=false",
+         "logger=none", "trainer.deterministic=true"]
+
+
+def rows(run: Path) -> list[dict]:
+    return [{k: r[k] for k in METRIC_COLUMNS} for r in csv.DictReader(open(run / "metrics.csv"))]
+
+
+def weights(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(cli_env, tmp_path):
+    args = SMALL + ["trainer.max_epochs=3"]
+    full = run_cli([f"run_root={tmp_path / 'full'}", *args], cli_env, cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    (ref,) = run_dirs(tmp_path / "full")
+
+    proc = subprocess.Popen([sys.executable, "-m", "aprelu_exp", f"run_root={tmp_path / 'killed'}", *args],
+                            cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    run = None
+    while time.time() < deadline:
+        found = run_dirs(tmp_path / "killed")
+        if found and (found[0] / "metrics.csv").exists() and len(rows(found[0])) == 1:
+            run = found[0]
+            break
+        time.sleep(0.05)
+    assert run is not None, "first epoch never finished"
+    time.sleep(1.0)  # well inside the second epoch's training steps
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(rows(run)) == 1, "the kill did not land mid-epoch"
+    assert read_status(run)["status"] == "interrupted"
+
+    resumed = run_cli([f"resume={run}"], cli_env, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert rows(run) == rows(ref)
+    a, b = weights(run), weights(ref)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert read_status(run)["status"] == "finished"
+    assert len(run_dirs(tmp_path / "killed")) == 1  # resumed in place, no second run dir
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_checkpoint_of_another_network(cli_env, tmp_path):
+    first = run_cli([f"run_root={tmp_path}", *SMALL, "trainer.max_epochs=1", "trainer.limit_train_batches=2"],
+                    cli_env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run,) = run_dirs(tmp_path)
+    other = run_cli([f"resume={run}", "model.reduction=4", "trainer.max_epochs=2"], cli_env, cwd=tmp_path)
+    assert other.returncode == 2
+    assert "holds a different network" in other.stderr and "model.reduction: checkpoint 16 vs config 4" in other.stderr
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one_process(cli_env, tmp_path):
+    args = SMALL + ["trainer.max_epochs=1"]
+    one = run_cli([f"run_root={tmp_path / 'one'}", *args, "trainer=cpu"], cli_env, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    ddp = run_cli([f"run_root={tmp_path / 'ddp'}", *args, "trainer=ddp_cpu"], cli_env, cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    (run_one,) = run_dirs(tmp_path / "one")
+    (run_ddp,) = run_dirs(tmp_path / "ddp")  # logs once: one run directory, one row per epoch
+    r1, r2 = rows(run_one), rows(run_ddp)
+    assert len(r2) == 1
+    # Same global batch, same data order and augmentation, BN synchronised over the global batch:
+    # only the order of floating-point reductions differs.
+    for key in ("train_loss", "train_loss_keras", "val_loss", "val_loss_article"):
+        assert float(r2[0][key]) == pytest.approx(float(r1[0][key]), rel=2e-3), key
+    for key in ("train_acc", "val_acc", "val_acc_article"):
+        assert abs(float(r2[0][key]) - float(r1[0][key])) <= 0.01, key
+
+
+def test_multirun_with_ddp_is_refused(cli_env, tmp_path):
+    out = run_cli(["-m", f"run_root={tmp_path}", "trainer=ddp_cpu", "seed=1,2"], cli_env, cwd=tmp_path)
+    assert "inside a Hydra multirun (-m) is refused" in out.stderr
+    for status in tmp_path.rglob("status.json"):
+        assert read_status(status.parent)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(cli_env, tmp_path):
+    first = run_cli([f"run_root={tmp_path}", *SMALL, "trainer.max_epochs=1"], cli_env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run,) = run_dirs(tmp_path)
+    good = weights(run)
+    # Continue with an absurd learning rate: the second epoch's loss is not finite.
+    out = run_cli([f"resume={run}", "optim.lr=1e12", "trainer.max_epochs=3"], cli_env, cwd=tmp_path)
+    assert out.returncode != 0
+    status = read_status(run)
+    assert status["status"] == "failed" and "train_loss became nan in epoch 1" in status["error"]
+    kept = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert kept["epoch"] == 0
+    for k, v in kept["state_dict"].items():
+        assert torch.equal(v, good[k]), k
