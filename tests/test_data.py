@@ -68,3 +68,31 @@ def test_data_root_falls_back_to_env_then_local(monkeypatch, tmp_path):
     assert resolve_root("/x/y") == resolve_root("/x/y")
     monkeypatch.delenv("APRELU_DATA_ROOT")
     assert str(resolve_root(None)) == "data"
+
+
+def test_ddp_ranks_split_exactly_the_single_process_batches(cifar):
+    """Two ranks' slices, put side by side, are the batches (images, labels and augmentation) a
+    single process draws: the global batch and its randomness do not depend on the device count."""
+    import torch
+
+    from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
+    from aprelu_exp.data.datamodule import BatchLoader, Normalise
+
+    x = torch.from_numpy(cifar.train_images[:250])
+    y = torch.from_numpy(cifar.train_labels[:250])
+    norm = Normalise(torch.tensor(0.47), None)
+
+    def batches(rank, world):
+        loader = BatchLoader(x, y, 100, norm, KerasAugment(KerasAugmentConfig()), shuffle=True, seed=5,
+                             epoch_fn=lambda: 3, rank=rank, world_size=world)
+        return list(loader)
+
+    single, r0, r1 = batches(0, 1), batches(0, 2), batches(1, 2)
+    assert len(single) == len(r0) == len(r1) == 3
+    for (xs, ys), (x0, y0), (x1, y1) in zip(single, r0, r1):
+        assert torch.equal(torch.cat([y0, y1]), ys)
+        assert torch.equal(torch.cat([x0, x1]), xs)
+    # Another epoch draws another order and other transforms.
+    other = list(BatchLoader(x, y, 100, norm, KerasAugment(KerasAugmentConfig()), shuffle=True, seed=5,
+                             epoch_fn=lambda: 4))
+    assert not torch.equal(other[0][1], single[0][1])

@@ -1,6 +1,8 @@
 """Faults: SIGKILL mid-epoch then resume, DDP on CPU, non-finite loss, foreign checkpoints."""
 import csv
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,12 +86,21 @@ def test_ddp_on_two_cpu_processes_matches_one_process(cli_env, tmp_path):
     (run_ddp,) = run_dirs(tmp_path / "ddp")  # logs once: one run directory, one row per epoch
     r1, r2 = rows(run_one), rows(run_ddp)
     assert len(r2) == 1
-    # Same global batch, same data order and augmentation, BN synchronised over the global batch:
-    # only the order of floating-point reductions differs.
-    for key in ("train_loss", "train_loss_keras", "val_loss", "val_loss_article"):
-        assert float(r2[0][key]) == pytest.approx(float(r1[0][key]), rel=2e-3), key
-    for key in ("train_acc", "val_acc", "val_acc_article"):
-        assert abs(float(r2[0][key]) - float(r1[0][key])) <= 0.01, key
+    # Same global batch, data order and augmentation (tests/test_data.py checks the split exactly).
+    # On CPU PyTorch has no SyncBatchNorm, so each process normalises with its half of the batch
+    # (50 images) and the trajectories drift apart (measured: 0.2% in train loss, 2% in the article
+    # validation loss after these 10 steps). Stated tolerances: train losses 1%, article-mode
+    # validation loss 5%, those accuracies 0.05. Standard-mode validation after 10 steps uses
+    # running statistics that are still mostly their initial values (near-chance accuracy in both
+    # runs): it is only required to be finite.
+    for key in METRIC_COLUMNS[2:]:
+        print(f"{key}: one process {float(r1[0][key]):.5f}, DDP 2x CPU {float(r2[0][key]):.5f}")
+    for key in ("train_loss", "train_loss_keras"):
+        assert float(r2[0][key]) == pytest.approx(float(r1[0][key]), rel=1e-2), key
+    assert float(r2[0]["val_loss_article"]) == pytest.approx(float(r1[0]["val_loss_article"]), rel=5e-2)
+    for key in ("train_acc", "val_acc_article"):
+        assert abs(float(r2[0][key]) - float(r1[0][key])) <= 0.05, key
+    assert math.isfinite(float(r2[0]["val_loss"])) and 0 <= float(r2[0]["val_acc"]) <= 1
 
 
 def test_multirun_with_ddp_is_refused(cli_env, tmp_path):
@@ -109,7 +120,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(cli_en
     out = run_cli([f"resume={run}", "optim.lr=1e12", "trainer.max_epochs=3"], cli_env, cwd=tmp_path)
     assert out.returncode != 0
     status = read_status(run)
-    assert status["status"] == "failed" and "train_loss became nan in epoch 1" in status["error"]
+    assert status["status"] == "failed"
+    assert re.search(r"train_loss became (nan|inf|-inf) in epoch 1", status["error"]), status["error"]
     kept = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert kept["epoch"] == 0
     for k, v in kept["state_dict"].items():

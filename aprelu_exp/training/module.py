@@ -86,6 +86,19 @@ class APReLUClassifier(pl.LightningModule):
             self._log_epoch("val_loss", F.cross_entropy(logits, y), n)
             self._log_epoch("val_acc", (logits.argmax(1) == y).float().mean(), n)
 
+    def on_train_start(self) -> None:
+        # A resumed run gets its optimizer back from the checkpoint, hyper-parameters included. The
+        # config's values (which `resume=RUN optim.lr=...` may override) are the ones that hold from
+        # here on, as timm's resume does; for a fresh run this changes nothing.
+        opt = self.optimizers(use_pl_optimizer=False)
+        factor = step_factor(self.current_epoch, self.milestones, self.gamma)
+        for group, decay in zip(opt.param_groups, (2 * self.l2, 0.0)):
+            group.update(lr=self.lr * factor, initial_lr=self.lr, momentum=self.momentum,
+                         nesterov=self.nesterov, weight_decay=decay)
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.base_lrs = [self.lr] * len(opt.param_groups)
+
     def on_train_epoch_start(self) -> None:
         opt = self.optimizers()
         self._log_epoch("lr", torch.tensor(opt.param_groups[0]["lr"]), 1)
