@@ -12,6 +12,8 @@ from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from aprelu_exp.data.augment import KerasAugmentConfig
+
 
 @dataclass
 class StageSchema:
@@ -49,16 +51,9 @@ class DataSchema:
 
 
 @dataclass
-class KerasAugmentSchema:
+class KerasAugmentSchema(KerasAugmentConfig):
+    # The fields and their defaults are the augmentation's own (one source of truth).
     name: str = "keras"
-    rotation_range: float = 30.0
-    zoom_range: float = 0.2
-    shear_range: float = 30.0
-    width_shift_range: float = 0.125
-    height_shift_range: float = 0.125
-    horizontal_flip: bool = True
-    fill_mode: str = "nearest"
-    interpolation: str = "bilinear"
 
 
 @dataclass
