@@ -24,6 +24,9 @@ from aprelu_exp import config_schema  # noqa: F401
 from aprelu_exp.records.lineage import CONF_DIR, _ensure_resolvers
 
 
+FULL_TRAIN_IMAGES = 50_000
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -50,7 +53,7 @@ def _compose(overrides):
 
 
 def _module(cfg, activation=None, compile_net=None, channels_last=None):
-    from aprelu_exp.train import build_module, build_net, perf_switches, plan_schedule
+    from aprelu_exp.train import build_module, build_net, plan_schedule
     from omegaconf import OmegaConf
 
     c = cfg.copy()
@@ -61,10 +64,8 @@ def _module(cfg, activation=None, compile_net=None, channels_last=None):
         c.perf.compile = str(compile_net).lower()
     if channels_last is not None:
         c.perf.channels_last = str(channels_last).lower()
-    # Auto switches resolve as for a full-length run on the whole training set.
-    plan = plan_schedule(c)
-    switches = perf_switches(c, 50_000, plan.max_epochs)
-    return build_module(c, build_net(c), plan, switches), switches
+    switches = _full_run_switches(c, FULL_TRAIN_IMAGES)
+    return build_module(c, build_net(c), plan_schedule(c), switches), switches
 
 
 def bench_training(module, batch, windows, steps, device) -> tuple[dict, float]:
@@ -118,6 +119,7 @@ def main(argv=None) -> int:
     from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
     from aprelu_exp.data.cifar10 import load_cifar10
     from aprelu_exp.runs.rundir import environment
+    from aprelu_exp.train import augment_config
 
     cfg = _compose(args.overrides)
     accel = str(cfg.trainer.accelerator)
@@ -160,8 +162,7 @@ def main(argv=None) -> int:
         results["eval_images_per_s_article"] = bench_eval(module, xa, True, args.windows, max(1, eb // ab), device)
 
     # 3. augmentation throughput (uint8 -> centred float -> one resampling per batch)
-    aug = KerasAugment(KerasAugmentConfig(**{k: v for k, v in cfg.augment.items()
-                                             if k in KerasAugmentConfig.__dataclass_fields__}))
+    aug = KerasAugment(augment_config(cfg) or KerasAugmentConfig())
     raw = torch.from_numpy(arrays.train_images[:1000]).to(device)
     g = torch.Generator(device=device).manual_seed(0)
     results["augment_images_per_s"] = _rates(lambda: aug(raw.float().div(255).sub(mean), g), 1000,
@@ -217,6 +218,7 @@ def measured_epoch(cfg, arrays, subset: int) -> dict:
 
 
 def _full_run_switches(cfg, num_train: int) -> dict:
+    """The perf switches (auto resolved) of a full-length run of this config on num_train images."""
     from aprelu_exp.train import perf_switches, plan_schedule
 
     return perf_switches(cfg, num_train, plan_schedule(cfg).max_epochs)

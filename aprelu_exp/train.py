@@ -67,17 +67,22 @@ def build_net(cfg: DictConfig) -> torch.nn.Module:
         raise UserError(str(exc)) from None
 
 
+def augment_config(cfg: DictConfig) -> KerasAugmentConfig | None:
+    """The `augment` group as the augmentation's own config (None for augment=none)."""
+    if cfg.augment.name == "none":
+        return None
+    if cfg.augment.name != "keras":
+        raise UserError(f"augment={cfg.augment.name!r} is not known; use augment=keras or augment=none.")
+    fields = KerasAugmentConfig.__dataclass_fields__
+    try:
+        return KerasAugmentConfig(**{k: v for k, v in cfg.augment.items() if k in fields})
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def build_datamodule(cfg: DictConfig, arrays=None) -> CIFAR10DataModule:
     d = cfg.data
-    aug = None
-    if cfg.augment.name == "keras":
-        fields = KerasAugmentConfig.__dataclass_fields__
-        try:
-            aug = KerasAugmentConfig(**{k: v for k, v in cfg.augment.items() if k in fields})
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-    elif cfg.augment.name != "none":
-        raise UserError(f"augment={cfg.augment.name!r} is not known; use augment=keras or augment=none.")
+    aug = augment_config(cfg)
     for key in ("train_subset", "test_subset"):
         if d.get(key) is not None and int(d[key]) < 1:
             raise UserError(f"data.{key}={d[key]} must be a positive number of images, or null for all.")
@@ -151,9 +156,9 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     net = build_net(cfg)
     dm = build_datamodule(cfg, arrays)
-    resume_ckpt = None
+    resume_ckpt = resume_epoch = None
     if cfg.get("resume"):
-        resume_ckpt = _resume_checkpoint(Path(cfg.resume), network_signature(cfg.model))
+        resume_ckpt, resume_epoch = _resume_checkpoint(Path(cfg.resume), network_signature(cfg.model))
     try:
         dm.prepare()
     except DataError as exc:
@@ -185,8 +190,7 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
                           default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
                           use_distributed_sampler=False)
     if resume_ckpt is not None:
-        recorder.load_existing(up_to_epoch=torch.load(resume_ckpt, map_location="cpu",
-                                                       weights_only=False)["epoch"] + 1)
+        recorder.load_existing(up_to_epoch=resume_epoch + 1)
     base = {"record": OmegaConf.to_container(cfg.record), "schedule": plan.as_dict(),
             "seed": int(cfg.seed), "run_dir": str(run_dir), "num_train": dm.num_train,
             "num_test": len(dm.test_y), "data_digests": dm.digests,
@@ -215,12 +219,11 @@ def _finish(run_dir, trainer, recorder, base, clock, state, error) -> dict:
     return summary
 
 
-def _resume_checkpoint(run_dir: Path, signature: dict) -> Path:
+def _resume_checkpoint(run_dir: Path, signature: dict) -> tuple[Path, int]:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise UserError(f"resume={run_dir}: no checkpoints/last.ckpt there. Give the directory of "
                         f"a run that finished at least one epoch.")
-    check_compatible(last, signature)
-    return last
+    return last, check_compatible(last, signature)
 
 

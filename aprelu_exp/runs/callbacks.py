@@ -10,7 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from aprelu_exp.runs.rundir import METRICS_FILE
+from aprelu_exp.runs.rundir import METRICS_FILE, launched_as_global_zero
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_loss_keras", "train_acc", "val_loss", "val_acc",
                   "val_loss_article", "val_acc_article")
@@ -52,7 +52,7 @@ class EpochRecorder(pl.Callback):
                     if r.get("epoch") not in (None, "") and None not in r.values() and int(r["epoch"]) < up_to_epoch]
         self.rows = [{k: (int(v) if k == "epoch" else (float(v) if v != "" else None)) for k, v in r.items()}
                      for r in kept]
-        if _is_writer():
+        if launched_as_global_zero():
             self._rewrite()
 
     def _rewrite(self) -> None:
@@ -117,8 +117,3 @@ class EpochRecorder(pl.Callback):
         if trainer.is_global_zero:
             self._append(row)
 
-
-def _is_writer() -> bool:
-    from aprelu_exp.runs.rundir import launched_as_global_zero
-
-    return launched_as_global_zero()

@@ -34,10 +34,12 @@ def _flat(sig: dict) -> dict:
     return out
 
 
-def check_compatible(ckpt_path: Path, signature: dict) -> None:
-    """Refuse to resume from a checkpoint of another network, naming every differing key."""
+def check_compatible(ckpt_path: Path, signature: dict) -> int:
+    """Refuse to resume from a checkpoint of another network, naming every differing key; return
+    the epoch the checkpoint ends."""
     try:
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False).get(SIGNATURE_KEY)
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = checkpoint.get(SIGNATURE_KEY)
     except Exception as exc:
         raise UserError(f"checkpoint {ckpt_path} cannot be read ({type(exc).__name__}: {exc}); it is "
                         f"damaged or not one of this tool's checkpoints. Start a new run instead.") from None
@@ -50,6 +52,7 @@ def check_compatible(ckpt_path: Path, signature: dict) -> None:
         raise UserError(f"checkpoint {ckpt_path} holds a different network than the config asks for "
                         f"({'; '.join(diffs)}). Resume without changing the model, or start a new run "
                         f"with the new settings.")
+    return int(checkpoint["epoch"])
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
