@@ -68,7 +68,8 @@ def _module(cfg, activation=None, compile_net=None, channels_last=None):
     return build_module(c, build_net(c), plan_schedule(c), switches), switches
 
 
-def bench_training(module, batch, windows, steps, device) -> tuple[dict, float]:
+def training_step_fn(module, batch, device) -> tuple:
+    """A plain SGD step of `module` on one fixed batch, after warm-up; returns (step, warm-up s)."""
     x, y = batch
     module.to(device).train()
     opt = module.configure_optimizers()["optimizer"]
@@ -83,26 +84,58 @@ def bench_training(module, batch, windows, steps, device) -> tuple[dict, float]:
     for _ in range(3):  # warm-up: compilation, allocator, oneDNN primitive caches
         step()
     _sync(device)
-    warmup = time.perf_counter() - t
-    return _rates(step, x.shape[0], windows, steps, device), warmup
+    return step, time.perf_counter() - t
 
 
-def bench_eval(module, x, article: bool, windows, calls, device) -> dict:
+def interleaved_rates(steps: dict, images: int, windows: int, calls: int, device, ctx) -> dict:
+    """Time the step functions window by window in turn, so that a slow spell of a shared
+    machine hits every contender alike and the ratios between them stay fair."""
+    rates: dict = {name: [] for name in steps}
+    for _ in range(windows):
+        for name, fn in steps.items():
+            with ctx():
+                rates[name].append(_rates(fn, images, 1, calls, device)["median"])
+    return {name: {"median": statistics.median(r), "min": min(r), "max": max(r), "windows": windows}
+            for name, r in rates.items()}
+
+
+def convolution_ms(fn, calls: int = 3) -> dict:
+    """Milliseconds per call of `fn` spent inside convolution kernels (forward and backward), and
+    in all operators, from the profiler's self times. What no fusion of the rest can remove."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            fn()
+    conv = total = 0.0
+    for e in prof.key_averages():
+        total += e.self_cpu_time_total
+        # aten/mkldnn operators only: compiled kernels' names mention the ops they fused.
+        if e.key.startswith(("aten::", "mkldnn::")) and "conv" in e.key:
+            conv += e.self_cpu_time_total
+    return {"conv_ms": conv / 1e3 / calls, "all_ms": total / 1e3 / calls}
+
+
+def bench_eval(module, x, batch: int, article: bool, windows, device) -> tuple[dict, object]:
+    """Evaluation of the images `x` in batches of `batch`, as the validation loop feeds them."""
     from aprelu_exp.training.module import batchnorm_batch_statistics
 
     module.to(device).eval()
+    batches = list(torch.split(x, batch))
 
     @torch.no_grad()
     def run():
         if article:
             with batchnorm_batch_statistics(module.net):
-                module(x)
+                for b in batches:
+                    module(b)
         else:
-            module(x)
+            for b in batches:
+                module(b)
 
     for _ in range(2):
         run()
-    return _rates(run, x.shape[0], windows, calls, device)
+    return _rates(run, x.shape[0], windows, 1, device), run
 
 
 def main(argv=None) -> int:
@@ -138,28 +171,31 @@ def main(argv=None) -> int:
     def ctx():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
 
-    # 1. training throughput: the configured network (fast path as configured) and plain-ReLU eager
+    # 1. training throughput: the configured network (fast path as configured), the same network
+    # eager, and the plain-ReLU network eager, timed in interleaved windows
     module, switches = _module(cfg)
     results["perf"] = switches
+    steps = {}
     with ctx():
-        train, warm = bench_training(module, (x, y), args.windows, args.steps, device)
-    results["train_images_per_s"] = train
-    results["warmup_s"] = warm
-    relu, _ = _module(cfg, activation="relu", compile_net=False, channels_last=False)
-    with ctx():
-        results["train_images_per_s_relu_eager"], _ = bench_training(relu, (x, y), args.windows, args.steps, device)
-    if switches["compile"] or switches["channels_last"]:
-        eager, _ = _module(cfg, compile_net=False, channels_last=False)
-        with ctx():
-            results["train_images_per_s_eager"], _ = bench_training(eager, (x, y), args.windows, args.steps, device)
+        steps["train_images_per_s"], results["warmup_s"] = training_step_fn(module, (x, y), device)
+        if switches["compile"] or switches["channels_last"]:
+            eager, _ = _module(cfg, compile_net=False, channels_last=False)
+            steps["train_images_per_s_eager"], _ = training_step_fn(eager, (x, y), device)
+        relu, _ = _module(cfg, activation="relu", compile_net=False, channels_last=False)
+        steps["train_images_per_s_relu_eager"], _ = training_step_fn(relu, (x, y), device)
+    results.update(interleaved_rates(steps, bs, args.windows, args.steps, device, ctx))
+    train = results["train_images_per_s"]
 
     # 2. evaluation throughput in both validation modes
-    eb, ab = int(cfg.data.eval_batch_size), int(cfg.data.article_eval_batch_size)
-    xe = (torch.from_numpy(arrays.test_images[:eb]).float() / 255 - mean).to(device)
-    xa = xe[:ab]
+    eb, ab = switches["eval_batch_size"], int(cfg.data.article_eval_batch_size)
+    n_eval = max(eb, ab, 1000)
+    xe = (torch.from_numpy(arrays.test_images[:n_eval]).float() / 255 - mean).to(device)
     with ctx():
-        results["eval_images_per_s_standard"] = bench_eval(module, xe, False, args.windows, 1, device)
-        results["eval_images_per_s_article"] = bench_eval(module, xa, True, args.windows, max(1, eb // ab), device)
+        results["eval_images_per_s_standard"], eval_std = bench_eval(module, xe, eb, False, args.windows, device)
+        results["eval_images_per_s_article"], eval_art = bench_eval(module, xe, ab, True, args.windows, device)
+        if device.type == "cpu":
+            results["convolution_floor"] = convolution_floor(
+                steps["train_images_per_s"], bs, (eval_std, eval_art), n_eval, len(arrays.test_labels))
 
     # 3. augmentation throughput (uint8 -> centred float -> one resampling per batch)
     aug = KerasAugment(augment_config(cfg) or KerasAugmentConfig())
@@ -179,6 +215,19 @@ def main(argv=None) -> int:
     print_table(results)
     print(f"\nwritten: {args.out}")
     return 0
+
+
+def convolution_floor(step, batch: int, eval_runs, eval_images: int, num_test: int) -> dict:
+    """The epoch time the convolutions alone take (CPU), from profiled training steps and
+    evaluation passes scaled to 50,000 training and 2 x num_test test images: the bound below
+    which no fusion of BatchNorm, activations or data work can bring an epoch."""
+    train = convolution_ms(step)
+    evals = [convolution_ms(run, calls=1) for run in eval_runs]
+    train_s = train["conv_ms"] / 1e3 * FULL_TRAIN_IMAGES / batch
+    eval_s = sum(e["conv_ms"] for e in evals) / 1e3 * num_test / eval_images
+    return {"train_conv_ms_per_step": train["conv_ms"], "train_ms_per_step_profiled": train["all_ms"],
+            "conv_share_of_step": train["conv_ms"] / train["all_ms"],
+            "epoch_conv_s": train_s + eval_s, "train_conv_s": train_s, "eval_conv_s": eval_s}
 
 
 def measured_epoch(cfg, arrays, subset: int) -> dict:
@@ -201,7 +250,7 @@ def measured_epoch(cfg, arrays, subset: int) -> dict:
     c.logger.backends = []
     # The fast-path decision is the one a full-length run of this config gets, not a 2-epoch one's.
     for key, value in _full_run_switches(cfg, len(arrays.train_labels)).items():
-        if str(c.perf[key]) == "auto":
+        if key in c.perf and str(c.perf[key]) == "auto":
             c.perf[key] = str(value).lower()
     with tempfile.TemporaryDirectory() as tmp:
         s = train(c, Path(tmp), arrays=arrays)
@@ -239,7 +288,7 @@ def print_table(r: dict) -> None:
         line("train images/s (same net, eager)", r["train_images_per_s_eager"])
     line("train images/s (plain ReLU, eager)", r["train_images_per_s_relu_eager"])
     line("  ratio configured / ReLU eager", f"{r['apr_vs_relu_eager']:.2f}x")
-    line("eval images/s standard", r["eval_images_per_s_standard"])
+    line(f"eval images/s standard (batch {r['perf']['eval_batch_size']})", r["eval_images_per_s_standard"])
     line("eval images/s article (batch 100)", r["eval_images_per_s_article"])
     line("augmentation images/s", r["augment_images_per_s"])
     line("warm-up / compile s (not in rates)", f"{r['warmup_s']:.1f}")
@@ -247,6 +296,10 @@ def print_table(r: dict) -> None:
     line("end-to-end epoch s (50k + 2x10k eval)", f"{e['end_to_end_epoch_s']:.1f}  "
          f"(train {e['train_time_s_full']:.1f} scaled from {e['train_subset']}, eval {e['eval_time_s']:.1f})")
     line("  first epoch s (compile, warm-up)", f"{e['first_epoch_s']:.1f}")
+    if "convolution_floor" in r:
+        f = r["convolution_floor"]
+        line("convolutions alone, s per epoch", f"{f['epoch_conv_s']:.1f}  (train {f['train_conv_s']:.1f}, "
+             f"eval {f['eval_conv_s']:.1f}; {100 * f['conv_share_of_step']:.0f}% of a training step)")
     line("peak memory MB", r["peak_memory_mb"])
 
 

@@ -44,7 +44,7 @@ class DataSchema:
     train_subset: Optional[int] = None
     test_subset: Optional[int] = None
     batch_size: int = 100
-    eval_batch_size: int = 1000
+    eval_batch_size: Any = "auto"  # auto or a positive int, checked in train.eval_batch_size
     article_eval_batch_size: int = 100
     centring: str = "scalar"
     device_resident: str = "auto"

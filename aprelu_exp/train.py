@@ -90,11 +90,35 @@ def build_datamodule(cfg: DictConfig, arrays=None) -> CIFAR10DataModule:
         return CIFAR10DataModule(
             root=d.root, download=d.download, verify_digests=d.verify_digests,
             train_subset=d.train_subset, test_subset=d.test_subset, batch_size=d.batch_size,
-            eval_batch_size=d.eval_batch_size, article_eval_batch_size=d.article_eval_batch_size,
+            eval_batch_size=eval_batch_size(cfg), article_eval_batch_size=d.article_eval_batch_size,
             centring=d.centring, device_resident=d.device_resident, seed=int(cfg.seed),
             augment=aug, arrays=arrays)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+# Standard validation at batch 1000 keeps a GPU busy; on a CPU the same images go through ~1.5x
+# faster at batch 100, whose activations fit in the caches (bench: 1,580 vs 1,016 images/s compiled).
+EVAL_BATCH_AUTO = {"cuda": 1000, "cpu": 100}
+
+
+def eval_batch_size(cfg: DictConfig) -> int:
+    """`data.eval_batch_size`, with auto resolved for the accelerator this run trains on."""
+    value = cfg.data.eval_batch_size
+    if str(value).lower() == "auto":
+        return EVAL_BATCH_AUTO["cuda" if _on_cuda(cfg) else "cpu"]
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if isinstance(value, bool) or size < 1 or str(size) != str(value).strip():
+        raise UserError(f"data.eval_batch_size={value!r}: use auto or a positive number of images.")
+    return size
+
+
+def _on_cuda(cfg: DictConfig) -> bool:
+    accel = str(cfg.trainer.get("accelerator", "auto"))
+    return torch.cuda.is_available() and accel in ("auto", "gpu", "cuda")
 
 
 def _switch(value: str, key: str, auto: bool) -> bool:
@@ -111,12 +135,12 @@ COMPILE_PAYS_AFTER_IMAGES = 50_000
 
 def perf_switches(cfg: DictConfig, num_train: int | None = None, max_epochs: int | None = None) -> dict:
     """Resolve the `perf` group's auto values for the accelerator and size of this run."""
-    accel = str(cfg.trainer.get("accelerator", "auto"))
-    cuda = torch.cuda.is_available() and accel in ("auto", "gpu", "cuda")
+    cuda = _on_cuda(cfg)
     big = num_train is not None and max_epochs is not None and num_train * max_epochs >= COMPILE_PAYS_AFTER_IMAGES
     return {
         "compile": _switch(cfg.perf.compile, "perf.compile", auto=cuda or big),
         "channels_last": _switch(cfg.perf.channels_last, "perf.channels_last", auto=cuda),
+        "eval_batch_size": eval_batch_size(cfg),
     }
 
 

@@ -41,7 +41,7 @@ def _compare(a, b, wa, wb, w0, loss_rtol, update_rtol):
 def test_channels_last_learns_the_same(make_cfg, cifar, tmp_path):
     a, wa = _train(make_cfg, cifar, tmp_path, "plain", "perf.compile=false", "perf.channels_last=false")
     b, wb = _train(make_cfg, cifar, tmp_path, "cl", "perf.compile=false", "perf.channels_last=true")
-    assert b["perf"] == {"compile": False, "channels_last": True}
+    assert (b["perf"]["compile"], b["perf"]["channels_last"]) == (False, True)
     # Four SGD steps at lr 0.1 from the same seed: only float summation order differs.
     _compare(a, b, wa, wb, _initial_weights(make_cfg), loss_rtol=1e-3, update_rtol=0.01)
 
@@ -61,3 +61,32 @@ def test_compile_is_automatic_only_where_it_pays(make_cfg):
     assert perf_switches(cfg, num_train=500, max_epochs=1)["compile"] is False
     assert perf_switches(cfg, num_train=50_000, max_epochs=3)["compile"] is True
     assert perf_switches(make_cfg("perf.compile=false"), 50_000, 3)["compile"] is False
+
+
+def test_eval_batch_size_is_automatic_by_device_and_checked(make_cfg):
+    from aprelu_exp.errors import UserError
+    from aprelu_exp.train import perf_switches
+
+    assert perf_switches(make_cfg())["eval_batch_size"] == 100  # CPU: the measured faster size
+    assert perf_switches(make_cfg("data.eval_batch_size=1000"))["eval_batch_size"] == 1000
+    for bad in ("0", "-5", "big", "2.5"):
+        with pytest.raises(UserError, match="data.eval_batch_size"):
+            perf_switches(make_cfg(f"data.eval_batch_size={bad}"))
+
+
+def test_standard_validation_does_not_depend_on_its_batch_size(make_cfg, cifar):
+    """Why eval_batch_size may follow the device: with running BN statistics every image is
+    classified on its own, so 1000 images in one batch or in ten give the same logits."""
+    from aprelu_exp.train import build_net
+
+    net = build_net(make_cfg()).eval()
+    with torch.no_grad():  # a few SGD-free forward passes in train mode give the BNs non-trivial statistics
+        net.train()
+        for i in range(3):
+            net(torch.from_numpy(cifar.train_images[i * 100:(i + 1) * 100]).float() / 255 - 0.47)
+        net.eval()
+        x = torch.from_numpy(cifar.test_images[:1000]).float() / 255 - 0.47
+        whole = net(x)
+        parts = torch.cat([net(b) for b in torch.split(x, 100)])
+    assert whole.abs().max() > 0.1
+    torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-5)
