@@ -24,5 +24,10 @@ def test_bench_writes_the_full_table(cli_env, tmp_path):
     # Scaled from 200 images to the 50,000 of a full epoch.
     assert e["train_time_s_full"] == pytest.approx(e["train_time_s_measured"] * 250)
     assert e["end_to_end_epoch_s"] == pytest.approx(e["train_time_s_full"] + e["eval_time_s"])
+    f = r["convolution_floor"]
+    # The convolutions are a part of a training step, and of the epoch.
+    assert 0 < f["train_conv_ms_per_step"] < f["train_ms_per_step_profiled"]
+    assert 0 < f["epoch_conv_s"] < e["end_to_end_epoch_s"]
+    assert r["perf"]["eval_batch_size"] == 100
     assert r["peak_memory_mb"] > 100 and r["environment"]["torch_threads"] >= 1
-    assert "end-to-end epoch" in out.stdout
+    assert "end-to-end epoch" in out.stdout and "convolutions alone" in out.stdout
