@@ -102,24 +102,29 @@ def interleaved_rates(steps: dict, images: int, windows: int, calls: int, device
             for name, r in rates.items()}
 
 
-def convolution_ms(fn, calls: int = 3) -> dict:
-    """Milliseconds per call of `fn` spent inside convolution kernels (forward and backward), and
-    in all operators, from the profiler's self times. What no fusion of the rest can remove."""
+def convolution_ms(fn, calls: int = 5) -> dict:
+    """Milliseconds of one call of `fn` spent inside convolution kernels (forward and backward),
+    and in all operators, from the profiler's self times: what no fusion of the rest can remove.
+    Each call is profiled alone and the least convolution time kept, since this is a bound
+    and a shared machine only ever adds to it."""
     from torch.profiler import ProfilerActivity, profile
 
     # A compiled network recompiles on its first call under the profiler: keep that out.
     with profile(activities=[ProfilerActivity.CPU]):
         fn()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(calls):
+    best = None
+    for _ in range(calls):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
             fn()
-    conv = total = 0.0
-    for e in prof.key_averages():
-        total += e.self_cpu_time_total
-        # aten/mkldnn operators only: compiled kernels' names mention the ops they fused.
-        if e.key.startswith(("aten::", "mkldnn::")) and "conv" in e.key:
-            conv += e.self_cpu_time_total
-    return {"conv_ms": conv / 1e3 / calls, "all_ms": total / 1e3 / calls}
+        conv = total = 0.0
+        for e in prof.key_averages():
+            total += e.self_cpu_time_total
+            # aten/mkldnn operators only: compiled kernels' names mention the ops they fused.
+            if e.key.startswith(("aten::", "mkldnn::")) and "conv" in e.key:
+                conv += e.self_cpu_time_total
+        if best is None or conv < best[0]:
+            best = (conv, total)
+    return {"conv_ms": best[0] / 1e3, "all_ms": best[1] / 1e3}
 
 
 def bench_eval(module, x, batch: int, article: bool, windows, device) -> tuple[dict, object]:
@@ -151,7 +156,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
     parser.add_argument("--windows", type=int, default=7)
     parser.add_argument("--steps", type=int, default=4, help="training steps per window")
-    parser.add_argument("--epoch-subset", type=int, default=5000,
+    parser.add_argument("--epoch-subset", type=int, default=3000,
                         help="training images of the measured Lightning epoch (scaled to 50,000)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -230,7 +235,7 @@ def convolution_floor(step, batch: int, eval_runs, eval_images: int, num_test: i
     evaluation passes scaled to 50,000 training and 2 x num_test test images: the bound below
     which no fusion of BatchNorm, activations or data work can bring an epoch."""
     train = convolution_ms(step)
-    evals = [convolution_ms(run, calls=1) for run in eval_runs]
+    evals = [convolution_ms(run, calls=3) for run in eval_runs]
     train_s = train["conv_ms"] / 1e3 * FULL_TRAIN_IMAGES / batch
     eval_s = sum(e["conv_ms"] for e in evals) / 1e3 * num_test / eval_images
     return {"train_conv_ms_per_step": train["conv_ms"], "train_ms_per_step_profiled": train["all_ms"],
