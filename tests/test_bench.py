@@ -23,6 +23,9 @@ def test_bench_writes_the_full_table(cli_env, tmp_path):
     e = r["epoch"]
     # Scaled from 200 images to the 50,000 of a full epoch.
     assert e["train_time_s_full"] == pytest.approx(e["train_time_s_measured"] * 250)
+    # and from the 200 test images of data.test_subset to the 10,000 of the test set.
+    assert e["test_subset"] == 200
+    assert e["eval_time_s"] == pytest.approx(e["eval_time_s_measured"] * 50)
     assert e["end_to_end_epoch_s"] == pytest.approx(e["train_time_s_full"] + e["eval_time_s"])
     f = r["convolution_floor"]
     # The convolutions are a part of a training step, and of the epoch.
