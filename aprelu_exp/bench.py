@@ -254,6 +254,7 @@ def measured_epoch(cfg, arrays, subset: int, test_subset: int) -> dict:
 
     from omegaconf import OmegaConf
 
+    from aprelu_exp.report.collect import read_metrics_rows
     from aprelu_exp.train import train
 
     c = cfg.copy()
@@ -273,8 +274,7 @@ def measured_epoch(cfg, arrays, subset: int, test_subset: int) -> dict:
             c.perf[key] = str(value).lower()
     with tempfile.TemporaryDirectory() as tmp:
         s = train(c, Path(tmp), arrays=arrays)
-        import csv
-        rows = list(csv.DictReader(open(Path(tmp) / "metrics.csv")))
+        rows = read_metrics_rows(Path(tmp))
     first, row = rows[0], rows[-1]
     scale = len(arrays.train_labels) / subset
     train_full = float(row["train_time_s"]) * scale

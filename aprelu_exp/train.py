@@ -107,13 +107,9 @@ def eval_batch_size(cfg: DictConfig) -> int:
     value = cfg.data.eval_batch_size
     if str(value).lower() == "auto":
         return EVAL_BATCH_AUTO["cuda" if _on_cuda(cfg) else "cpu"]
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        size = 0
-    if isinstance(value, bool) or size < 1 or str(size) != str(value).strip():
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"data.eval_batch_size={value!r}: use auto or a positive number of images.")
-    return size
+    return value
 
 
 def _on_cuda(cfg: DictConfig) -> bool:

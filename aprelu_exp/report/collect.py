@@ -51,7 +51,8 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return unique
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_metrics_rows(path: Path) -> list[dict]:
+    """The complete rows of a run directory's metrics.csv, as strings."""
     f = path / METRICS_FILE
     if not f.exists():
         return []
@@ -79,7 +80,7 @@ def load_run(path: Path) -> RunInfo:
             summary = json.loads((path / SUMMARY_FILE).read_text())
         except json.JSONDecodeError:
             summary = {}
-    rows = _read_rows(path)
+    rows = read_metrics_rows(path)
     if not summary:
         summary = metrics_summary(rows)
     cfg = _read_config(path)
