@@ -86,6 +86,7 @@ class PerfSchema:
     compile: str = "auto"          # auto | true | false
     channels_last: str = "auto"    # auto | true | false
     matmul_precision: str = "high"
+    precision: str = "trainer"     # trainer (trainer.precision as set) | bf16 | 32
 
 
 @dataclass

@@ -21,6 +21,7 @@ from aprelu_exp.runs.rundir import (CONFIG_FILE, SUMMARY_FILE, Stopwatch, enviro
                                     launched_as_global_zero, write_json_atomic, write_status)
 from aprelu_exp.runs.summary import metrics_summary
 from aprelu_exp.training.module import APReLUClassifier
+from aprelu_exp.training.precision import resolve_precision, warn_once
 from aprelu_exp.training.schedule import scale_milestones, step_milestones
 
 log = logging.getLogger(__name__)
@@ -130,13 +131,22 @@ COMPILE_PAYS_AFTER_IMAGES = 50_000
 
 
 def perf_switches(cfg: DictConfig, num_train: int | None = None, max_epochs: int | None = None) -> dict:
-    """Resolve the `perf` group's auto values for the accelerator and size of this run."""
+    """Resolve the `perf` group's auto values for the accelerator and size of this run, and the
+    precision that will actually run (a bf16 request on hardware without bf16 runs fp32)."""
     cuda = _on_cuda(cfg)
     big = num_train is not None and max_epochs is not None and num_train * max_epochs >= COMPILE_PAYS_AFTER_IMAGES
+    try:
+        precision, note = resolve_precision(cfg.perf.precision, cfg.trainer.precision, "cuda" if cuda else "cpu")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if note:
+        warn_once(note)
     return {
         "compile": _switch(cfg.perf.compile, "perf.compile", auto=cuda or big),
         "channels_last": _switch(cfg.perf.channels_last, "perf.channels_last", auto=cuda),
         "eval_batch_size": eval_batch_size(cfg),
+        "precision": precision,
+        "precision_requested": str(cfg.perf.precision),
     }
 
 
@@ -208,6 +218,7 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     trainer = instantiate(cfg.trainer, max_epochs=plan.max_epochs, callbacks=callbacks,
                           logger=build_loggers(cfg, run_dir) or False,
                           default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
+                          precision=perf["precision"],
                           use_distributed_sampler=False)
     if resume_ckpt is not None:
         recorder.load_existing(up_to_epoch=resume_epoch + 1)

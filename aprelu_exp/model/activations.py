@@ -18,11 +18,14 @@ BatchNormFactory = Callable[[int], nn.Module]
 def _gap_halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     pos = F.relu(x)
     neg = x - pos  # == min(x, 0) without a second pass over a zeros tensor
-    return pos, neg, neg.mean(dim=(2, 3)), pos.mean(dim=(2, 3))
+    # The gate sees fp32 averages also when the map is bf16 (autocast; a no-op in fp32).
+    return pos, neg, neg.mean(dim=(2, 3), dtype=torch.float32), pos.mean(dim=(2, 3), dtype=torch.float32)
 
 
 def _apply_slopes(pos: torch.Tensor, neg: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
-    return torch.addcmul(pos, slopes, neg)
+    # fp32 slopes times a bf16 map is computed in fp32 and handed on in the map's dtype (the next
+    # convolution takes bf16 under autocast anyway); in fp32 training the cast is a no-op.
+    return torch.addcmul(pos, slopes, neg).to(pos.dtype)
 
 
 class APReLU(nn.Module):

@@ -32,9 +32,35 @@ class NetworkConfigError(ValueError):
     """A network description that cannot be built (raised before any run is created)."""
 
 
+class _FP32Statistics:
+    """BatchNorm that normalises in fp32 under autocast (bf16 training): batch statistics, running
+    averages and both validation modes keep the article's arithmetic, which bf16's 8-bit mantissa
+    would not (a variance next to a mean). Outside autocast it is plain BatchNorm."""
+
+    # A trunk BatchNorm hands its result on in its input's dtype (bf16 after a convolution): the
+    # next convolution takes bf16 under autocast either way, and half the bytes make the compiled
+    # bf16 step ~5% faster. The APReLU gate's BatchNorms hand on fp32, so its sigmoid is fp32.
+    keeps_input_dtype = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            y = super().forward(x.float())
+        return y.to(x.dtype) if self.keeps_input_dtype else y
+
+
+class BatchNorm2d(_FP32Statistics, nn.BatchNorm2d):
+    pass
+
+
+class BatchNorm1d(_FP32Statistics, nn.BatchNorm1d):
+    keeps_input_dtype = False
+
+
 def make_batchnorm(momentum: float, eps: float):
     def factory(num_features: int, dims: int = 2) -> nn.Module:
-        cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+        cls = BatchNorm2d if dims == 2 else BatchNorm1d
         return cls(num_features, eps=eps, momentum=momentum)
 
     return factory
@@ -83,10 +109,12 @@ class PreActBlock(nn.Module):
         if self.projection is not None:
             return self.projection(x)
         if self.stride > 1:
-            # Keras AveragePooling2D(pool_size=1, strides=2): plain subsampling.
-            x = x[:, :, :: self.stride, :: self.stride]
+            # Keras AveragePooling2D(pool_size=1, strides=2): plain subsampling. Written as the
+            # pooling rather than a strided slice: torch.compile's CPU backward of the slice (a
+            # strided scatter fused into the BatchNorm backward) took 9 ms of an 80 ms bf16 step.
+            x = F.avg_pool2d(x, 1, self.stride)
         if self.pad_channels:
-            x = torch.cat([x, torch.zeros_like(x)], dim=1)
+            x = F.pad(x, (0, 0, 0, 0, 0, self.pad_channels))
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +163,7 @@ class APReLUResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
         x = self.head_act(self.head_bn(x))
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc(x.mean(dim=(2, 3), dtype=torch.float32))
 
 
 def check_network(stages, stem_channels, activation, reduction, shortcut) -> None:

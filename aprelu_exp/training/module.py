@@ -62,7 +62,8 @@ class APReLUClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
+        # The loss and everything after it in fp32, also when the network ran under bf16 autocast.
+        logits = self(x).float()
         loss = F.cross_entropy(logits, y)
         n = y.shape[0]
         acc = (logits.argmax(1) == y).float().mean()
@@ -76,13 +77,13 @@ class APReLUClassifier(pl.LightningModule):
         n = y.shape[0]
         if dataloader_idx == ARTICLE:
             with batchnorm_batch_statistics(self.net):
-                logits = self(x)
+                logits = self(x).float()
             loss = F.cross_entropy(logits, y)
             # The article's val_loss is Keras' total loss, L2 penalty included.
             self._log_epoch("val_loss_article", loss + self.l2_penalty(), n)
             self._log_epoch("val_acc_article", (logits.argmax(1) == y).float().mean(), n)
         else:
-            logits = self(x)
+            logits = self(x).float()
             self._log_epoch("val_loss", F.cross_entropy(logits, y), n)
             self._log_epoch("val_acc", (logits.argmax(1) == y).float().mean(), n)
 

@@ -1,0 +1,76 @@
+"""Which arithmetic a run trains in: the `perf.precision` switch resolved against the hardware.
+
+`trainer` keeps Lightning's `trainer.precision` as configured (32-true for the records, bf16-mixed
+under trainer=gpu); `bf16` asks for bf16 autocast (Lightning's bf16-mixed); `32` forces fp32. A
+bf16 request on hardware without fast bf16 kernels runs fp32 instead and says so once: emulated
+bf16 on such a CPU is slower than fp32, the opposite of what the switch is for.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PRECISION_CHOICES = ("trainer", "32", "bf16")
+# /proc/cpuinfo flags that mean the CPU computes bf16 dot products in hardware.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_FLAGS_REPORTED = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return frozenset(line.split(":", 1)[-1].split())
+
+
+def cpu_capability() -> dict:
+    """What the bench and summary.json report about the CPU's vector and bf16 support."""
+    flags = cpu_flags()
+    return {
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        **{flag: flag in flags for flag in CPU_FLAGS_REPORTED},
+    }
+
+
+def bf16_support(device_type: str) -> tuple[bool, str]:
+    """(fast bf16 available, why not) for the accelerator a run trains on."""
+    if device_type == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return True, ""
+        return False, "this GPU has no bf16 support"
+    cap = cpu_capability()
+    if not cap["onednn_bf16"]:
+        return False, "PyTorch's oneDNN has no bf16 kernels for this CPU"
+    flags = cpu_flags()
+    if flags and not any(f in flags for f in BF16_CPU_FLAGS):
+        return False, (f"this CPU lacks {' and '.join(BF16_CPU_FLAGS)} (bf16 would be emulated, slower "
+                       f"than fp32)")
+    return True, ""
+
+
+def resolve_precision(requested: str, trainer_precision: str, device_type: str) -> tuple[str, str | None]:
+    """(Lightning precision that runs, a note when it is not what was asked for)."""
+    requested = str(requested).lower()
+    if requested not in PRECISION_CHOICES:
+        raise ValueError(f"perf.precision={requested!r}: use trainer (trainer.precision as configured), "
+                         f"bf16 (bf16 autocast where the hardware has it) or 32 (fp32).")
+    precision = {"trainer": str(trainer_precision), "32": "32-true", "bf16": "bf16-mixed"}[requested]
+    if precision.startswith("bf16"):
+        ok, why = bf16_support(device_type)
+        if not ok:
+            return "32-true", f"{precision} was asked for but {why}; training in fp32 (32-true) instead."
+    return precision, None
+
+
+@functools.lru_cache(maxsize=None)
+def warn_once(note: str) -> None:
+    log.warning(note)
