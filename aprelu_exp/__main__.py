@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aprelu_exp import config_schema  # noqa: F401  (registers the typed schemas)
+from aprelu_exp import cli_help, config_schema  # noqa: F401  (config_schema registers the typed schemas)
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.callbacks import NonFiniteLossError
 from aprelu_exp.runs.rundir import (CONFIG_FILE, discard_unstarted, launched_as_global_zero, unique_suffix,
@@ -18,6 +18,7 @@ from aprelu_exp.runs.rundir import (CONFIG_FILE, discard_unstarted, launched_as_
 
 log = logging.getLogger("aprelu_exp")
 OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True, replace=True)
+cli_help.register()
 
 
 def _resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path]:

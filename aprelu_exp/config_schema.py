@@ -123,17 +123,26 @@ class RootSchema:
     perf: Any = None
 
 
+# Schemas are stored outside every config group, so Hydra's group listing, `--help` and tab
+# completion offer only options that compose into a runnable config; each YAML option pulls its
+# schema in with `- /<name>@_here_` (an absolute path, into the option's own package).
+SCHEMAS = {
+    "root_schema": RootSchema,
+    "model_schema": ModelSchema,
+    "data_schema": DataSchema,
+    "augment_keras_schema": KerasAugmentSchema,
+    "augment_none_schema": NoAugmentSchema,
+    "optim_schema": OptimSchema,
+    "schedule_schema": ScheduleSchema,
+    "logger_schema": LoggerSchema,
+    "perf_schema": PerfSchema,
+}
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
-    cs.store(name="root_schema", node=RootSchema)
-    cs.store(group="model", name="model_schema", node=ModelSchema)
-    cs.store(group="data", name="data_schema", node=DataSchema)
-    cs.store(group="augment", name="keras_schema", node=KerasAugmentSchema)
-    cs.store(group="augment", name="none_schema", node=NoAugmentSchema)
-    cs.store(group="optim", name="optim_schema", node=OptimSchema)
-    cs.store(group="schedule", name="schedule_schema", node=ScheduleSchema)
-    cs.store(group="logger", name="logger_schema", node=LoggerSchema)
-    cs.store(group="perf", name="perf_schema", node=PerfSchema)
+    for name, node in SCHEMAS.items():
+        cs.store(name=name, node=node)
 
 
 register_configs()

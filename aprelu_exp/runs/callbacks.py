@@ -16,6 +16,7 @@ METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_loss_keras", "train_acc", 
                   "val_loss_article", "val_acc_article")
 TIME_COLUMNS = ("train_time_s", "eval_time_s", "epoch_time_s", "train_images_per_s")
 COLUMNS = METRIC_COLUMNS + TIME_COLUMNS
+NONFINITE_CHECK_EVERY = 25  # steps between reads of the non-finite flag on a GPU
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,6 +41,7 @@ class EpochRecorder(pl.Callback):
         self._t0 = self._t_val = self._t_val_end = None
         self._lr = None
         self._train_images = 0
+        self._finite = self._last_loss = None
 
     # -- resume -----------------------------------------------------------------------------------
     def load_existing(self, up_to_epoch: int) -> None:
@@ -81,17 +83,29 @@ class EpochRecorder(pl.Callback):
         self._t0, self._t_val, self._t_val_end = time.perf_counter(), None, None
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]
         self._train_images = 0
+        self._finite = self._last_loss = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None:
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"train_loss became {value} in epoch {trainer.current_epoch} (step {batch_idx}); the "
-                    f"run stopped and checkpoints/last.ckpt keeps the last good epoch. Lower optim.lr or "
-                    f"check the data, then start again or resume from that checkpoint.")
+            self._last_loss = loss.detach()
+            finite = torch.isfinite(self._last_loss)
+            self._finite = finite if self._finite is None else self._finite & finite
+            # Reading a GPU value waits for the GPU: there the flag is read every few steps (and
+            # at the epoch's end, before its checkpoint); on a CPU reading it costs nothing.
+            if loss.device.type == "cpu" or (batch_idx + 1) % NONFINITE_CHECK_EVERY == 0:
+                self._check_finite(trainer, batch_idx, loss)
         self._train_images += int(batch[1].shape[0]) * trainer.world_size
+
+    def _check_finite(self, trainer, batch_idx, loss) -> None:
+        if self._finite is None or bool(self._finite):
+            return
+        value = float(loss)
+        raise NonFiniteLossError(
+            f"train_loss became {value if not math.isfinite(value) else 'nan'} in epoch "
+            f"{trainer.current_epoch} (by step {batch_idx}); the run stopped and checkpoints/last.ckpt "
+            f"keeps the last good epoch. Lower optim.lr or check the data, then start again or resume "
+            f"from that checkpoint.")
 
     def on_validation_epoch_start(self, trainer, pl_module):
         if not trainer.sanity_checking:
@@ -103,6 +117,7 @@ class EpochRecorder(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         now = time.perf_counter()
+        self._check_finite(trainer, trainer.num_training_batches - 1, self._last_loss)
         metrics = trainer.callback_metrics
         row: dict = {"epoch": trainer.current_epoch, "lr": self._lr}
         for key in METRIC_COLUMNS[2:]:

@@ -1,0 +1,62 @@
+"""`python -m aprelu_exp --help`: the app's help, written for a researcher.
+
+Hydra renders `hydra.help.template` (conf/hydra/help/aprelu.yaml); the parts that must follow the
+configs (the groups and their options, the records and their stated change) come from the
+`aprelu_help` resolver below, which reads conf/ at the moment help is asked for."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# What each config group selects, in the order a user meets them.
+GROUPS = {
+    "experiment": "the tuning record to run (a config diff against its parent record)",
+    "model": "the network: stem width, stages (blocks, channels, downsample), APReLU reduction, Keras details",
+    "model/activation": "the activation in every block and the head",
+    "data": "CIFAR-10: data root, subsets, batch sizes, centring",
+    "augment": "the article's ImageDataGenerator transforms, or none",
+    "optim": "SGD: lr, momentum, Nesterov, the Keras L2 penalty",
+    "schedule": "the record's full length and its step-wise lr decay",
+    "trainer": "the Lightning Trainer: accelerator, devices, precision, DDP",
+    "perf": "speed switches: compile, channels_last, precision (perf=fast: bf16 where the hardware has it)",
+    "logger": "TensorBoard and/or CSV logs beside metrics.csv",
+}
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _groups(choices) -> str:
+    width = max(len(g) for g in GROUPS) + 2
+    lines = []
+    for group, what in GROUPS.items():
+        chosen = choices.get(group) if choices is not None else None
+        options = ", ".join(f"{o}*" if o == chosen else o for o in group_options(group))
+        lines.append(f"{group:<{width}}{what}\n{'':<{width}}  {options}")
+    return "\n".join(lines) + "\n(* = the option this command line composes)"
+
+
+def _records() -> str:
+    lines = []
+    for name in group_options("experiment"):
+        rec = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml").get("record", {})
+        change = " ".join(str(rec.get("change") or "").split())
+        lines.append(f"{name:<14}[{rec.get('provenance') or '?'}] {change}")
+    return "\n".join(lines)
+
+
+def aprelu_help(part: str, _root_=None) -> str:
+    choices = None
+    if _root_ is not None:
+        choices = OmegaConf.select(_root_, "hydra.runtime.choices", default=None)
+    text = {"groups": lambda: _groups(choices), "records": _records}[part]()
+    # Hydra substitutes $NAMES in the template after this resolver ran: keep any $ literal.
+    return text.replace("$", "$$")
+
+
+def register() -> None:
+    OmegaConf.register_new_resolver("aprelu_help", aprelu_help, replace=True)

@@ -1,0 +1,111 @@
+"""`--help` names every group, option and record, and every option it lists composes into a
+config that passes the checks a run makes before it starts; tab completion offers nothing else."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from aprelu_exp.train import (augment_config, build_datamodule, build_loggers, build_net, perf_switches,
+                              plan_schedule)
+from test_cli import REPO
+
+CONF = REPO / "conf"
+
+
+def _help() -> str:
+    out = subprocess.run([sys.executable, "-m", "aprelu_exp", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _hydra_groups() -> dict[str, list[str]]:
+    """The app's config groups and options as Hydra's own repository lists them."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+
+        def walk(parent: str):
+            for g in loader.list_groups(parent):
+                name = f"{parent}/{g}" if parent else g
+                if name.startswith("hydra"):
+                    continue
+                options = loader.get_group_options(name)
+                if options:
+                    yield name, sorted(options)
+                yield from walk(name)
+
+        return dict(walk(""))
+
+
+def _listed_options(text: str) -> dict[str, list[str]]:
+    """group -> options, parsed from the help's group section."""
+    section = text.split("== Config groups (group=option) ==")[1].split("==")[0]
+    lines = section.strip().splitlines()
+    out = {}
+    for head, opts in zip(lines[::2], lines[1::2]):
+        if head.startswith("("):
+            break
+        out[head.split()[0]] = [o.strip().rstrip("*") for o in opts.split(",")]
+    return out
+
+
+@pytest.fixture(scope="module")
+def help_text():
+    return _help()
+
+
+def test_help_names_every_group_option_and_record(help_text):
+    assert "powered by Hydra" not in help_text
+    assert _listed_options(help_text) == _hydra_groups()
+    records = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+    section = help_text.split("== Records")[1].split("== First commands")[0]
+    for name in records:
+        change = OmegaConf.load(CONF / "experiment" / f"{name}.yaml").record.change
+        # The record's own stated change, read from its config (not a copy).
+        assert re.search(rf"^{name}\s+\[\w+\] " + re.escape(" ".join(change.split())), section, re.M), name
+    for command in ("experiment=record_15", "-m ", "resume=", "budget=", "--cfg job"):
+        assert command in help_text, command
+    assert "$APRELU_DATA_ROOT" in help_text and "runs/" in help_text
+
+
+def test_no_schema_is_offered_as_an_option():
+    for group, options in _hydra_groups().items():
+        assert not [o for o in options if "schema" in o], group
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with pytest.raises(Exception, match="model_schema"):
+            compose("config", overrides=["model=model_schema"])
+
+
+def _runnable(cfg, cifar, tmp_path):
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    net = build_net(cfg)
+    assert sum(p.numel() for p in net.parameters()) > 0
+    plan_schedule(cfg)
+    perf_switches(cfg)
+    augment_config(cfg)
+    build_loggers(cfg, tmp_path)
+    build_datamodule(cfg, arrays=cifar)
+
+
+def test_every_listed_option_composes_into_a_runnable_config(help_text, make_cfg, cifar, tmp_path):
+    listed = _listed_options(help_text)
+    assert sum(len(o) for o in listed.values()) >= 20
+    for group, options in listed.items():
+        for option in options:
+            _runnable(make_cfg(f"{group}={option}"), cifar, tmp_path)
+
+
+def test_tab_completion_lists_only_real_options():
+    expected = _hydra_groups()
+    for group in ("augment", "model", "perf"):  # the groups that used to offer their schemas
+        env = {**os.environ, "COMP_LINE": f"aprelu-exp {group}=", "COMP_POINT": str(len(group) + 12)}
+        out = subprocess.run([sys.executable, "-m", "aprelu_exp", "-sc", "query=bash"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        offered = sorted(w.split("=", 1)[1] for w in out.stdout.split())
+        assert offered == expected[group], group
