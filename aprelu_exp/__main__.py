@@ -13,12 +13,15 @@ from omegaconf import DictConfig, OmegaConf
 from aprelu_exp import cli_help, config_schema  # noqa: F401  (config_schema registers the typed schemas)
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.callbacks import NonFiniteLossError
+from aprelu_exp.runs.interrupts import RunInterrupted
+from aprelu_exp.runs.noise import quiet_third_party
 from aprelu_exp.runs.rundir import (CONFIG_FILE, discard_unstarted, launched_as_global_zero, unique_suffix,
                                     write_status)
 
 log = logging.getLogger("aprelu_exp")
 OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True, replace=True)
 cli_help.register()
+quiet_third_party()
 
 
 def _resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path]:
@@ -31,7 +34,8 @@ def _resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, P
                         f"earlier run (it holds config.yaml, metrics.csv and checkpoints/).")
     base = OmegaConf.load(saved)
     extra = [o for o in overrides if not o.startswith("resume=")]
-    groups = [o for o in extra if "/" in o.split("=", 1)[0] or "." not in o.split("=", 1)[0]]
+    groups = [o for o in extra if ("/" in o.split("=", 1)[0] or "." not in o.split("=", 1)[0])
+              and not o.startswith("resume_from=")]
     if groups:
         raise UserError(f"resume cannot switch config groups or top-level keys ({', '.join(groups)}); "
                         f"only dotted key=value overrides such as trainer.max_epochs=10 apply.")
@@ -60,7 +64,22 @@ def main(cfg: DictConfig) -> float | None:
             fresh_dir = run_dir
             cfg, run_dir = _resume_config(cfg, list(hc.overrides.task))
             discard_unstarted(fresh_dir)
+        elif (run_dir / "checkpoints" / "last.ckpt").is_file():
+            # The same job started again in its own directory: a SLURM job requeued after
+            # preemption (submitit), or a fixed hydra.run.dir. It goes on from its last epoch.
+            log.warning("%s already holds a checkpoint: continuing that run (requeued job).", run_dir)
+            cfg.resume = str(run_dir)
         summary = train(cfg, run_dir)
+    except RunInterrupted as exc:
+        if launched_as_global_zero():
+            print(f"interrupted by {exc}; checkpoints/last.ckpt keeps the last completed epoch. "
+                  f"Resume with:\n  python -m aprelu_exp resume={run_dir}", file=sys.stderr, flush=True)
+            if multirun:
+                # The sweep stops here; its report still lists every job, this one as interrupted.
+                from aprelu_exp.report.build import build_report
+                sweep_dir = Path(hc.sweep.dir)
+                build_report([sweep_dir], sweep_dir, title=f"Sweep {sweep_dir.name} (interrupted)")
+        sys.exit(exc.exit_code)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if multirun:

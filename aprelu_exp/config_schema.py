@@ -108,6 +108,7 @@ class RootSchema:
     seed: Optional[int] = 0
     budget: Optional[int] = None
     resume: Optional[str] = None
+    resume_from: str = "last"
     run_root: str = "runs"
     progress_refresh_rate: int = 10
     record: RecordSchema = field(default_factory=RecordSchema)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from aprelu_exp.data.augment import KerasAugmentConfig
 from aprelu_exp.data.cifar10 import DataError
@@ -16,7 +18,10 @@ from aprelu_exp.data.datamodule import CIFAR10DataModule
 from aprelu_exp.errors import UserError
 from aprelu_exp.model import NetworkConfigError, build_network
 from aprelu_exp.runs.callbacks import EpochRecorder
-from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, check_compatible, network_signature
+from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, DamagedCheckpoint, check_compatible, network_signature
+from aprelu_exp.runs.interrupts import RunInterrupted, StopOnSignal, signal_name
+from aprelu_exp.runs.lock import RunLock
+from aprelu_exp.runs.progress import run_progress
 from aprelu_exp.runs.rundir import (CONFIG_FILE, SUMMARY_FILE, Stopwatch, environment,
                                     launched_as_global_zero, write_json_atomic, write_status)
 from aprelu_exp.runs.summary import metrics_summary
@@ -188,22 +193,32 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     dm = build_datamodule(cfg, arrays)
     resume_ckpt = resume_epoch = None
     if cfg.get("resume"):
-        resume_ckpt, resume_epoch = _resume_checkpoint(Path(cfg.resume), network_signature(cfg.model))
+        resume_ckpt, resume_epoch = _resume_checkpoint(Path(cfg.resume), network_signature(cfg.model),
+                                                       str(cfg.get("resume_from") or "last"))
     try:
         dm.prepare()
     except DataError as exc:
         raise UserError(str(exc)) from None
 
     clock = Stopwatch()
+    lock = RunLock(run_dir)
     if launched_as_global_zero():
+        lock.acquire()  # refuses (UserError) while another live process trains in this directory
         run_dir.mkdir(parents=True, exist_ok=True)
         write_status(run_dir, "running")
         (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        return _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch)
+    finally:
+        lock.release()
+
+
+def _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch) -> dict:
     perf = perf_switches(cfg, dm.num_train, plan.max_epochs)
     module = build_module(cfg, net, plan, perf)
     module.network_signature = network_signature(cfg.model)
 
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
     recorder = EpochRecorder(run_dir)
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=cfg.checkpoint.monitor,
@@ -211,14 +226,19 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
                            # After EpochRecorder's row (checkpoint callbacks run last): a
                            # checkpoint never covers an epoch whose metrics row is missing.
                            save_on_train_epoch_end=True)
-    callbacks = [recorder, ckpt]
+    stopper = StopOnSignal(on_hard_stop=lambda signum: write_status(
+        run_dir, "interrupted", f"{signal_name(signum)} twice: stopped at once") if launched_as_global_zero() else None)
+    callbacks = [stopper, recorder, ckpt]
+    progress = None
     if cfg.trainer.get("enable_progress_bar", True):
-        from pytorch_lightning.callbacks import TQDMProgressBar
-        callbacks.append(TQDMProgressBar(refresh_rate=cfg.get("progress_refresh_rate", 10)))
+        progress = run_progress(plan.max_epochs, recorder, cfg.get("progress_refresh_rate", 10))
+        callbacks.append(progress)
     trainer = instantiate(cfg.trainer, max_epochs=plan.max_epochs, callbacks=callbacks,
                           logger=build_loggers(cfg, run_dir) or False,
                           default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
                           precision=perf["precision"],
+                          # Off where stdout is no terminal: EpochLines prints one line per epoch.
+                          enable_progress_bar=isinstance(progress, TQDMProgressBar),
                           use_distributed_sampler=False)
     if resume_ckpt is not None:
         recorder.load_existing(up_to_epoch=resume_epoch + 1)
@@ -227,14 +247,26 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
             "num_test": len(dm.test_y), "data_digests": dm.digests,
             "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
             "perf": perf}
+    stopper.install()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    except (RunInterrupted, SIGTERMException) as exc:
+        # Lightning turns SIGTERM into SIGTERMException at a batch boundary; Ctrl-C reaches it as
+        # RunInterrupted (never KeyboardInterrupt, which Lightning would turn into exit status 1).
+        signum = exc.signum if isinstance(exc, RunInterrupted) else (stopper.received or signal.SIGTERM)
+        kept = recorder.rows[-1]["epoch"] if recorder.rows else None
+        note = (f"{signal_name(signum)} during epoch {trainer.current_epoch}; checkpoints/last.ckpt holds "
+                + (f"epoch {kept}, the last completed" if kept is not None else "no epoch yet"))
+        _finish(run_dir, trainer, recorder, base, clock, "interrupted", note)
+        raise RunInterrupted(signum) from None
     except KeyboardInterrupt:
         _finish(run_dir, trainer, recorder, base, clock, "interrupted", "KeyboardInterrupt")
         raise
     except BaseException as exc:
         _finish(run_dir, trainer, recorder, base, clock, "failed", f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        stopper.restore()
     state = "interrupted" if trainer.interrupted else "finished"
     return _finish(run_dir, trainer, recorder, base, clock, state, None)
 
@@ -250,11 +282,23 @@ def _finish(run_dir, trainer, recorder, base, clock, state, error) -> dict:
     return summary
 
 
-def _resume_checkpoint(run_dir: Path, signature: dict) -> tuple[Path, int]:
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        raise UserError(f"resume={run_dir}: no checkpoints/last.ckpt there. Give the directory of "
+RESUME_FROM = ("last", "best")
+
+
+def _resume_checkpoint(run_dir: Path, signature: dict, which: str = "last") -> tuple[Path, int]:
+    if which not in RESUME_FROM:
+        raise UserError(f"resume_from={which!r}: use last (the last completed epoch) or best (best.ckpt).")
+    path = run_dir / "checkpoints" / f"{which}.ckpt"
+    if not path.is_file():
+        raise UserError(f"resume={run_dir}: no checkpoints/{which}.ckpt there. Give the directory of "
                         f"a run that finished at least one epoch.")
-    return last, check_compatible(last, signature)
+    try:
+        return path, check_compatible(path, signature)
+    except DamagedCheckpoint as exc:
+        best = run_dir / "checkpoints" / "best.ckpt"
+        offer = (f" checkpoints/best.ckpt is there: resume from it with "
+                 f"`python -m aprelu_exp resume={run_dir} resume_from=best` (later epochs are trained again),"
+                 if which == "last" and best.is_file() else "")
+        raise UserError(f"{exc}.{offer} or start a new run.") from None
 
 

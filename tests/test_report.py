@@ -66,11 +66,31 @@ def test_report_table_matches_the_metrics_files(fixture_runs, tmp_path):
     assert table["c_running"]["status"] == "running"
     assert table["d_killed"]["status"] == "interrupted"
     md = (out / "report.md").read_text()
-    assert "| a_finished | record_16 | finished |" in md and "RuntimeError: boom" in md
+    # Runs are named by what tells them apart (here their records; same-record runs add their dir).
+    assert "| record_16 (a_finished) | a_finished | record_16 | finished |" in md and "RuntimeError: boom" in md
+    assert table["b_crashed"]["label"] == "record_15"
     assert "Article vs reproduction" in md
     for png in ("accuracy.png", "loss.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_runs_are_labelled_by_the_overrides_that_differ(tmp_path):
+    from aprelu_exp.report.collect import RunInfo, label_runs
+
+    def run(name, overrides, record="record_16"):
+        return RunInfo(path=tmp_path / name, record=record, parent="record_15", status="finished", error=None,
+                       overrides=overrides, rows=[], summary={})
+
+    runs = [run("a", ["run_root=runs/x", "seed=0", "trainer.max_epochs=5"]),
+            run("b", ["run_root=runs/y", "seed=0", "trainer.max_epochs=5", "perf=fast"]),
+            run("c", ["run_root=runs/x", "seed=1", "trainer.max_epochs=5"])]
+    label_runs(runs)
+    # Shared overrides (max_epochs) and where a run was written (run_root) say nothing about it.
+    assert [r.label for r in runs] == ["seed=0", "seed=0 perf=fast", "seed=1"]
+    runs = [run("a", ["seed=0"]), run("b", ["seed=0"], record="record_15")]
+    label_runs(runs)
+    assert [r.label for r in runs] == ["record_16", "record_15"]
 
 
 def test_report_cli_refuses_missing_dirs(tmp_path):

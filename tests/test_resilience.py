@@ -29,39 +29,84 @@ def weights(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(cli_env, tmp_path):
-    args = SMALL + ["trainer.max_epochs=3"]
-    full = run_cli([f"run_root={tmp_path / 'full'}", *args], cli_env, cwd=tmp_path)
-    assert full.returncode == 0, full.stderr[-2000:]
-    (ref,) = run_dirs(tmp_path / "full")
+_REFERENCES: dict = {}
 
-    proc = subprocess.Popen([sys.executable, "-m", "aprelu_exp", f"run_root={tmp_path / 'killed'}", *args],
-                            cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    run = None
+
+def _reference(extra: tuple, env, tmp_root: Path) -> Path:
+    """An uninterrupted 3-epoch run with these extra overrides (one per session and setting)."""
+    if extra not in _REFERENCES:
+        root = tmp_root / f"ref_{len(_REFERENCES)}"
+        full = run_cli([f"run_root={root}", *SMALL, "trainer.max_epochs=3", *extra], env, cwd=tmp_root)
+        assert full.returncode == 0, full.stderr[-2000:]
+        (_REFERENCES[extra],) = run_dirs(root)
+    return _REFERENCES[extra]
+
+
+@pytest.fixture(scope="module")
+def ref_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("references")
+
+
+def _wait_for_first_epoch(root: Path, proc, timeout: float = 300) -> Path:
+    deadline = time.time() + timeout
     while time.time() < deadline:
-        found = run_dirs(tmp_path / "killed")
-        if found and (found[0] / "metrics.csv").exists() and len(rows(found[0])) == 1:
-            run = found[0]
-            break
+        found = [d for d in run_dirs(root) if (d / "metrics.csv").exists()]
+        if found and len(rows(found[0])) == 1:
+            return found[0]
+        assert proc.poll() is None, "the run ended before its first epoch did"
         time.sleep(0.05)
-    assert run is not None, "first epoch never finished"
-    time.sleep(1.0)  # well inside the second epoch's training steps
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(rows(run)) == 1, "the kill did not land mid-epoch"
-    assert read_status(run)["status"] == "interrupted"
+    raise AssertionError("first epoch never finished")
 
-    resumed = run_cli([f"resume={run}"], cli_env, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+# (signal, extra overrides, how the run goes on): SIGKILL leaves no word; Ctrl-C and SIGTERM stop at
+# a batch boundary with status interrupted and exit 130 / 143. SIGTERM is how SLURM preempts a job,
+# which submitit requeues with the same command in the same directory: that run goes on by itself.
+STOPS = [
+    (signal.SIGKILL, (), "resume"),
+    (signal.SIGINT, (), "resume"),
+    (signal.SIGTERM, ("perf=fast",), "requeue"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,extra,how", STOPS, ids=["sigkill", "sigint", "sigterm-fast-requeue"])
+def test_stopped_mid_epoch_then_continued_equals_uninterrupted(cli_env, tmp_path, ref_root, signum, extra, how):
+    ref = _reference(extra, cli_env, ref_root)
+    fixed = tmp_path / "killed" / "job"
+    args = [*SMALL, "trainer.max_epochs=3", *extra] + ([f"hydra.run.dir={fixed}"] if how == "requeue" else [])
+    cmd = [sys.executable, "-m", "aprelu_exp", f"run_root={tmp_path / 'killed'}", *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    run = _wait_for_first_epoch(tmp_path / "killed", proc)
+    time.sleep(1.0)  # well inside the second epoch's training steps
+    os.kill(proc.pid, signum)
+    out, err = proc.communicate(timeout=120)
+    assert len(rows(run)) == 1, "the stop did not land mid-epoch"
+    status = read_status(run)
+    assert status["status"] == "interrupted"
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 0
+    if signum != signal.SIGKILL:
+        assert proc.returncode == 128 + signum
+        assert signal.Signals(signum).name in status["error"] and "during epoch 1" in status["error"]
+        assert f"python -m aprelu_exp resume={run}" in err
+        assert not (run / "run.lock").exists()
+
+    if how == "requeue":
+        again = subprocess.run(cmd, cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "continuing that run" in again.stderr
+    else:
+        resumed = run_cli([f"resume={run}"], cli_env, cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        if signum == signal.SIGKILL:
+            assert "taking it over" in resumed.stderr  # the killed process's lock
     assert rows(run) == rows(ref)
     a, b = weights(run), weights(ref)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert read_status(run)["status"] == "finished"
-    assert len(run_dirs(tmp_path / "killed")) == 1  # resumed in place, no second run dir
+    assert len(run_dirs(tmp_path / "killed")) == 1  # continued in place, no second run dir
 
 
 @pytest.mark.slow

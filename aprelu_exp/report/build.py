@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aprelu_exp.report.collect import attach_changes, find_runs, load_run
+from aprelu_exp.report.collect import attach_changes, find_runs, label_runs, load_run
 from aprelu_exp.report.render import plot_curves, table_row, write_csv, write_markdown
 
 
@@ -12,6 +12,7 @@ def build_report(paths: list[Path], out_dir: Path, title: str = "aprelu-exp repo
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = [load_run(p) for p in find_runs(paths)]
     attach_changes(runs)
+    label_runs(runs)
     rows = [table_row(r) for r in runs]
     write_csv(rows, out_dir / "runs.csv")
     plots = plot_curves(runs, out_dir) if runs else []

@@ -25,6 +25,8 @@ class RunInfo:
     config: object = None
     changes: list[tuple] = field(default_factory=list)
 
+    label: str = ""  # what tells this run apart from the others of its report (see label_runs)
+
     @property
     def name(self) -> str:
         return self.path.name
@@ -115,3 +117,30 @@ def attach_changes(runs: list[RunInfo]) -> None:
                 run.changes = [c for c in config_diff(parents[run.parent], run.config) if c[2] != MISSING]
             except Exception:  # unresolvable interpolations in a foreign config
                 run.changes = []
+
+
+# Overrides that say where or how a run was started, not what it trains.
+_LOCATION_KEYS = ("run_root", "data.root", "resume", "hydra.", "trainer.enable_progress_bar",
+                  "trainer.enable_model_summary", "progress_refresh_rate", "logger")
+
+
+def label_runs(runs: list[RunInfo]) -> None:
+    """Name each run by what distinguishes it from the others in the same report: its record (if
+    the records differ) and the overrides not shared by all (e.g. `perf=fast seed=1`), falling
+    back to the directory name only where two runs would read the same."""
+    def settings(run):
+        return [o.lstrip("+~") for o in run.overrides
+                if not o.lstrip("+~").split("=", 1)[0].startswith(_LOCATION_KEYS)]
+
+    shared = set.intersection(*(set(settings(r)) for r in runs)) if runs else set()
+    records_differ = len({r.record for r in runs}) > 1
+    for run in runs:
+        parts = ([run.record] if records_differ or not settings(run) else []) + \
+                [o for o in settings(run) if o not in shared]
+        run.label = " ".join(parts) or run.record
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.label] = counts.get(run.label, 0) + 1
+    for run in runs:
+        if counts[run.label] > 1:
+            run.label = f"{run.label} ({run.name})"

@@ -8,7 +8,7 @@ from aprelu_exp.records.article import ARTICLE_TO_RUN, reported_epochs
 from aprelu_exp.report.collect import RunInfo
 
 TABLE_COLUMNS = (
-    "run", "record", "status", "changes_vs_parent", "overrides", "epochs", "schedule",
+    "label", "run", "record", "status", "changes_vs_parent", "overrides", "epochs", "schedule",
     "final_val_acc", "best_val_acc", "final_val_acc_article", "best_val_acc_article",
     "final_train_acc", "wall_time_s", "train_images_per_s", "error",
 )
@@ -40,6 +40,7 @@ def table_row(run: RunInfo) -> dict:
             schedule += f", milestones {sched.get('milestones')}"
     best_epoch = lambda k: (f"{best[k]['value']:.4f} (ep {best[k]['epoch']})" if k in best else "")
     return {
+        "label": run.label or run.name,
         "run": run.name,
         "record": run.record,
         "status": run.status,
@@ -83,7 +84,7 @@ def article_comparison(runs: list[RunInfo]) -> list[list]:
         by_epoch = {int(r["epoch"]) + 1: r for r in run.rows}
         if not any(int(rep["epoch"]) in by_epoch for rep in reported):
             first, last = reported[0], reported[-1]
-            cells = [run.name, f"{first['epoch']}-{last['epoch']}"]
+            cells = [run.label or run.name, f"{first['epoch']}-{last['epoch']}"]
             for col in ARTICLE_TO_RUN:
                 vals = [rep[col] for rep in reported]
                 cells += [f"{min(vals):.4f}-{max(vals):.4f}", f"not reached ({len(run.rows)} epochs run)"]
@@ -91,7 +92,7 @@ def article_comparison(runs: list[RunInfo]) -> list[list]:
             continue
         for rep in reported:
             mine = by_epoch.get(int(rep["epoch"]))
-            cells = [run.name, rep["epoch"]]
+            cells = [run.label or run.name, rep["epoch"]]
             for col, ours in ARTICLE_TO_RUN.items():
                 cells += [_fmt(rep[col]), _fmt(float(mine[ours])) if mine and mine.get(ours) else "not reached"]
             out.append(cells)
@@ -129,6 +130,7 @@ def plot_curves(runs: list[RunInfo], out_dir: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     specs = {
@@ -145,8 +147,9 @@ def plot_curves(runs: list[RunInfo], out_dir: Path) -> list[str]:
                 if pts:
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, styles[j], color=color, marker="o" if len(xs) < 30 else None,
-                            markersize=3, label=f"{run.record} {run.name[-12:]}: {key}")
+                            markersize=3, label=f"{run.label or run.name}: {key}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(f"{ylabel}: train (solid), val running-BN (dashed), val article batch-BN (dotted)",
                      fontsize=9)

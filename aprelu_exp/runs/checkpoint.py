@@ -16,6 +16,10 @@ ARCHITECTURE_KEYS = ("activation", "stem_channels", "stages", "reduction", "num_
                      "tf_same_padding")
 
 
+class DamagedCheckpoint(UserError):
+    """A checkpoint file that cannot be loaded (truncated, corrupt, not ours)."""
+
+
 def network_signature(model_cfg: DictConfig) -> dict:
     data = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
     return {k: data.get(k) for k in ARCHITECTURE_KEYS}
@@ -40,9 +44,11 @@ def check_compatible(ckpt_path: Path, signature: dict) -> int:
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         saved = checkpoint.get(SIGNATURE_KEY)
+        epoch = int(checkpoint["epoch"])
     except Exception as exc:
-        raise UserError(f"checkpoint {ckpt_path} cannot be read ({type(exc).__name__}: {exc}); it is "
-                        f"damaged or not one of this tool's checkpoints. Start a new run instead.") from None
+        raise DamagedCheckpoint(f"checkpoint {ckpt_path} cannot be read ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200]}); it is truncated, damaged or not one of "
+                                f"this tool's checkpoints") from None
     if saved is None:
         raise UserError(f"checkpoint {ckpt_path} does not say which network it holds (not written by "
                         f"aprelu_exp); start a new run instead of resuming from it.")
@@ -52,7 +58,7 @@ def check_compatible(ckpt_path: Path, signature: dict) -> int:
         raise UserError(f"checkpoint {ckpt_path} holds a different network than the config asks for "
                         f"({'; '.join(diffs)}). Resume without changing the model, or start a new run "
                         f"with the new settings.")
-    return int(checkpoint["epoch"])
+    return epoch
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

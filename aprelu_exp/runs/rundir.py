@@ -49,7 +49,7 @@ def write_status(run_dir: Path, state: str, error: str | None = None) -> None:
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -73,7 +73,7 @@ def read_status(run_dir: Path) -> dict:
         return {"status": "unknown", "error": f"{path} is not valid JSON"}
     if status.get("status") == "running" and status.get("host") == socket.gethostname():
         pid = status.get("pid")
-        if isinstance(pid, int) and not _alive(pid):
+        if isinstance(pid, int) and not pid_alive(pid):
             status = {**status, "status": "interrupted",
                       "error": status.get("error") or f"process {pid} ended without reporting (killed?)"}
     return status

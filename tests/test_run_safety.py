@@ -1,0 +1,168 @@
+"""One process per run directory, damaged checkpoints, a full disk, and the run's progress lines."""
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from aprelu_exp.errors import UserError
+from aprelu_exp.runs import checkpoint as ckpt_module
+from aprelu_exp.runs.rundir import read_status
+from aprelu_exp.train import train
+from test_cli import run_cli, run_dirs
+
+ONE = ["data.train_subset=200", "data.test_subset=100", "trainer.max_epochs=1"]
+
+
+def _finished_run(make_cfg, cifar, tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg(*ONE), run, arrays=cifar)
+    return run
+
+
+def _resume(make_cfg, cifar, run, *extra):
+    return train(make_cfg(*ONE, "trainer.max_epochs=2", f"resume={run}", *extra), run, arrays=cifar)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(make_cfg, cifar, tmp_path, caplog):
+    run = _finished_run(make_cfg, cifar, tmp_path)
+    dead = _dead_pid()
+    (run / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead, "since": "then"}))
+    with caplog.at_level(logging.WARNING):
+        summary = _resume(make_cfg, cifar, run)
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+    assert any(f"left by process {dead}" in r.getMessage() and "taking it over" in r.getMessage()
+               for r in caplog.records)
+    assert not (run / "run.lock").exists()
+
+
+def test_a_run_held_by_a_live_process_is_refused_naming_host_and_pid(make_cfg, cifar, tmp_path):
+    run = _finished_run(make_cfg, cifar, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"host": socket.gethostname(), "pid": holder.pid, "since": "now"}
+        (run / "run.lock").write_text(json.dumps(lock))
+        before = (run / "metrics.csv").read_text()
+        with pytest.raises(UserError, match=rf"process {holder.pid} on this host is training in it"):
+            _resume(make_cfg, cifar, run)
+        assert (run / "metrics.csv").read_text() == before  # nothing touched
+        assert json.loads((run / "run.lock").read_text())["pid"] == holder.pid
+        lock["host"] = "gpu-node-7"  # another host: its PIDs cannot be checked from here
+        (run / "run.lock").write_text(json.dumps(lock))
+        with pytest.raises(UserError, match=rf"process {holder.pid} on host gpu-node-7"):
+            _resume(make_cfg, cifar, run)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_truncated_checkpoint_is_refused_naming_it_and_offering_best(make_cfg, cifar, tmp_path):
+    run = _finished_run(make_cfg, cifar, tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(UserError) as err:
+        _resume(make_cfg, cifar, run)
+    message = str(err.value)
+    assert str(last) in message and "cannot be read" in message
+    assert f"resume={run} resume_from=best" in message
+    summary = _resume(make_cfg, cifar, run, "resume_from=best")
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(make_cfg, cifar, tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("epoch", 0) >= 1:
+            real_save(obj, f, *args, **kwargs)  # part of the bytes reach the disk, then it is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_module.torch, "save", save)
+    run = tmp_path / "run"
+    with pytest.raises(OSError, match="No space left on device"):
+        train(make_cfg(*ONE, "trainer.max_epochs=2"), run, arrays=cifar)
+    status = read_status(run)
+    assert status["status"] == "failed" and "No space left on device" in status["error"]
+    kept = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert kept["epoch"] == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_progress_is_one_line_per_epoch_when_stdout_is_not_a_terminal(cli_env, tmp_path):
+    out = run_cli([f"run_root={tmp_path}", *ONE, "trainer.max_epochs=2", "logger=none"], cli_env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split(" | ")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"]
+    for ln in lines:
+        for part in ("train 0.", "val 0.", "article 0.", "img/s", "elapsed "):
+            assert part in ln, (part, ln)
+    assert "left ~" in lines[0]
+    # No tqdm bar redraws in a log file, and none of the third-party noise a user cannot act on.
+    assert "\r" not in out.stdout and "it/s]" not in out.stdout
+    assert "LeafSpec" not in out.stderr and "No CUDA runtime" not in out.stderr and "litlogger" not in out.stdout
+
+
+@pytest.mark.slow
+def test_progress_bar_on_a_terminal_shows_the_whole_run(cli_env, tmp_path):
+    import pty
+
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    # A terminal of 40 x 250 characters (a new pseudo-terminal has no size, and tqdm draws to it).
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 250, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "aprelu_exp", f"run_root={tmp_path}", *ONE,
+                             "trainer.max_epochs=2", "logger=none", "progress_refresh_rate=1"],
+                            cwd=tmp_path, env=cli_env, stdout=slave, stderr=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=300)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "Epoch 1/2" in text and "Epoch 2/2" in text
+    assert "elapsed" in text and "left" in text and "article 0." in text and "img/s" in text
+
+
+@pytest.mark.slow
+def test_a_second_resume_of_a_running_run_is_refused(cli_env, tmp_path):
+    args = [f"run_root={tmp_path}", "data.train_subset=1000", "data.test_subset=200", "trainer.max_epochs=20",
+            "logger=none"]
+    proc = subprocess.Popen([sys.executable, "-m", "aprelu_exp", *args], cwd=tmp_path, env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not any((d / "checkpoints" / "last.ckpt").exists() for d in run_dirs(tmp_path)):
+            time.sleep(0.2)
+        (run,) = run_dirs(tmp_path)
+        second = run_cli([f"resume={run}"], cli_env, cwd=tmp_path)
+        assert second.returncode == 2
+        assert f"process {proc.pid} on this host is training in it" in second.stderr
+        assert read_status(run)["status"] == "running"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    assert proc.returncode == 130 and read_status(run)["status"] == "interrupted"
