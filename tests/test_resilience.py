@@ -94,12 +94,12 @@ def test_stopped_mid_epoch_then_continued_equals_uninterrupted(cli_env, tmp_path
     if how == "requeue":
         again = subprocess.run(cmd, cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-2000:]
-        assert "continuing that run" in again.stderr
+        assert "continuing that run" in again.stdout + again.stderr
     else:
         resumed = run_cli([f"resume={run}"], cli_env, cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         if signum == signal.SIGKILL:
-            assert "taking it over" in resumed.stderr  # the killed process's lock
+            assert "taking it over" in resumed.stdout + resumed.stderr  # the killed process's lock
     assert rows(run) == rows(ref)
     a, b = weights(run), weights(ref)
     assert a.keys() == b.keys()

@@ -166,3 +166,49 @@ def test_a_second_resume_of_a_running_run_is_refused(cli_env, tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
     assert proc.returncode == 130 and read_status(run)["status"] == "interrupted"
+
+
+def _start_and_wait_for_a_checkpoint(args, env, root, cwd):
+    proc = subprocess.Popen([sys.executable, "-m", "aprelu_exp", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = [p for p in root.rglob("last.ckpt")]
+        if done:
+            return proc, done[0].parents[1]
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    raise AssertionError("no epoch finished")
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once(cli_env, tmp_path):
+    proc, run = _start_and_wait_for_a_checkpoint(
+        [f"run_root={tmp_path}", "data.train_subset=2000", "data.test_subset=100", "trainer.max_epochs=5",
+         "logger=none"], cli_env, tmp_path, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode == 130
+    status = read_status(run)
+    assert status["status"] == "interrupted" and "twice" in status["error"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] >= 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_sweep_leaves_a_report_with_the_job_interrupted(cli_env, tmp_path):
+    import csv
+
+    proc, run = _start_and_wait_for_a_checkpoint(
+        ["-m", f"run_root={tmp_path}", "data.train_subset=1000", "data.test_subset=100", "trainer.max_epochs=4",
+         "logger=none", "seed=0,1"], cli_env, tmp_path, tmp_path)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"resume={run}" in err
+    (sweep,) = list((tmp_path / "multirun").iterdir())
+    table = list(csv.DictReader(open(sweep / "runs.csv")))
+    assert [r["status"] for r in table] == ["interrupted"]  # the second job never started
+    assert "SIGINT" in table[0]["error"]
