@@ -28,6 +28,7 @@ from aprelu_exp.bench.table import print_table, ratios
 from aprelu_exp.bench.timing import interleaved_rates, rates
 from aprelu_exp.bench.training import build, full_run_switches, precision_context, training_step_fn
 from aprelu_exp.records.lineage import CONF_DIR, _ensure_resolvers
+from aprelu_exp.runs.noise import quiet_third_party
 
 # perf.precision value -> the Lightning precision it runs as.
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed"}
@@ -56,6 +57,11 @@ def main(argv=None) -> int:
                         help="comma-separated perf.precision values to measure side by side (default 32,bf16)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    quiet_third_party()
+    # One process compiles the network for each precision, in training, standard-evaluation and
+    # article-evaluation mode, twice (the timed steps and the measured epoch): more variants than
+    # dynamo's default cache keeps per function, past which it would silently run eager.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
 
     from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
     from aprelu_exp.data.cifar10 import load_cifar10
