@@ -22,7 +22,7 @@ GROUPS = {
     "schedule": "the record's full length and its step-wise lr decay",
     "trainer": "the Lightning Trainer: accelerator, devices, precision, DDP",
     "perf": "speed switches: compile, channels_last, precision (perf=fast: bf16 where the hardware has it)",
-    "logger": "TensorBoard and/or CSV logs beside metrics.csv",
+    "logger": "TensorBoard, CSV and/or MLflow (an sqlite store beside the runs, or a server) beside metrics.csv",
 }
 
 

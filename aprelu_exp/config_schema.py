@@ -79,6 +79,10 @@ class ScheduleSchema:
 @dataclass
 class LoggerSchema:
     backends: List[str] = field(default_factory=list)
+    # MLflow (backend `mlflow`): null = an sqlite store beside the runs (<run_root>/mlflow.db)
+    tracking_uri: Optional[str] = None
+    experiment_name: str = "aprelu-exp"
+    log_checkpoints: bool = False
 
 
 @dataclass

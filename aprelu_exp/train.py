@@ -22,7 +22,7 @@ from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, DamagedCheckpoint, ch
 from aprelu_exp.runs.interrupts import RunInterrupted, StopOnSignal, signal_name
 from aprelu_exp.runs.lock import RunLock
 from aprelu_exp.runs.progress import run_progress
-from aprelu_exp.runs.rundir import (CONFIG_FILE, SUMMARY_FILE, Stopwatch, environment,
+from aprelu_exp.runs.rundir import (CONFIG_FILE, SUMMARY_FILE, Stopwatch, environment, git_commit,
                                     launched_as_global_zero, write_json_atomic, write_status)
 from aprelu_exp.runs.summary import metrics_summary
 from aprelu_exp.training.module import APReLUClassifier
@@ -173,8 +173,11 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
         elif name == "csv":
             from pytorch_lightning.loggers import CSVLogger
             loggers.append(CSVLogger(save_dir=str(run_dir), name="lightning_csv", version=""))
+        elif name == "mlflow":
+            from aprelu_exp.runs.mlflow_logger import build_mlflow_logger
+            loggers.append(build_mlflow_logger(cfg, run_dir))
         else:
-            raise UserError(f"logger backend {name!r} is not known; use tensorboard and/or csv.")
+            raise UserError(f"logger backend {name!r} is not known; use tensorboard, csv and/or mlflow.")
     return loggers
 
 
@@ -249,6 +252,10 @@ def _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch) -> dict:
             "perf": perf}
     stopper.install()
     try:
+        for lg in trainer.loggers:
+            if hasattr(lg, "attach_run_files"):  # MLflow: params and the tags known only now
+                from aprelu_exp.runs.mlflow_logger import start_run
+                start_run(lg, cfg, run_dir, {**base, "git_commit": git_commit()})
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     except (RunInterrupted, SIGTERMException) as exc:
         # Lightning turns SIGTERM into SIGTERMException at a batch boundary; Ctrl-C reaches it as
@@ -279,6 +286,10 @@ def _finish(run_dir, trainer, recorder, base, clock, state, error) -> dict:
                "environment": environment(trainer.strategy.root_device)}
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     write_status(run_dir, state, error)
+    for lg in trainer.loggers:
+        if hasattr(lg, "attach_run_files"):
+            lg.set_status(state, error)
+            lg.attach_run_files(run_dir, checkpoints=bool(getattr(lg, "log_checkpoint_files", False)))
     return summary
 
 

@@ -19,3 +19,9 @@ class SweepReport(Callback):
         statuses = [r["status"] for r in result["rows"]]
         log.info("sweep report: %d job(s) (%s) -> %s/report.md", result["runs"],
                  ", ".join(f"{s}: {statuses.count(s)}" for s in sorted(set(statuses))), sweep_dir)
+        if "mlflow" in (config.get("logger") or {}).get("backends", []):
+            from aprelu_exp.runs.mlflow_logger import attach_sweep_report
+            try:
+                attach_sweep_report(config, sweep_dir, result["files"])
+            except Exception as exc:  # the sweep's own report stays on disk either way
+                log.warning("could not attach the sweep report to MLflow: %s", exc)

@@ -131,4 +131,7 @@ class EpochRecorder(pl.Callback):
         self.rows.append(row)
         if trainer.is_global_zero:
             self._append(row)
+        for lg in trainer.loggers:
+            if hasattr(lg, "log_epoch_row"):  # MLflow: the columns Lightning does not log
+                lg.log_epoch_row(row, TIME_COLUMNS)
 

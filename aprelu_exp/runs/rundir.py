@@ -112,6 +112,10 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def git_commit() -> str | None:
+    return _git("rev-parse", "HEAD")
+
+
 def _version(name: str) -> str | None:
     try:
         return metadata.version(name)
@@ -133,7 +137,7 @@ def environment(device=None) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "host": socket.gethostname(),
-        "git_commit": _git("rev-parse", "HEAD"),
+        "git_commit": git_commit(),
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         "packages": {name: _version(name) for name in PACKAGES},
     }
