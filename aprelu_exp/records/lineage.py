@@ -53,14 +53,15 @@ def load_config(ref: str) -> DictConfig:
     return compose_record(ref)
 
 
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys with list indices, e.g. ``model.stages[0].channels``."""
+def flatten(node: Any, prefix: str = "", index_lists: bool = True) -> dict[str, Any]:
+    """Dotted keys with list indices, e.g. ``model.stages[0].channels``; with index_lists=False a
+    list stays one value under its own key (``model.stages``)."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k), index_lists))
         return out or {prefix: {}}
-    if isinstance(node, list):
+    if isinstance(node, list) and index_lists:
         out = {}
         for i, v in enumerate(node):
             out.update(flatten(v, f"{prefix}[{i}]"))

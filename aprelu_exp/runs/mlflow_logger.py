@@ -45,22 +45,18 @@ def stage_text(stages) -> str:
 
 def config_params(cfg: DictConfig) -> dict[str, str]:
     """The resolved config as dotted keys; a list is one readable value (MLflow keys allow no [])."""
+    from aprelu_exp.records.lineage import flatten
+
     data = OmegaConf.to_container(cfg, resolve=True)
     data.pop("hydra", None)
-    params: dict[str, str] = {}
-
-    def walk(node, prefix):
-        if isinstance(node, dict) and node:
-            for k, v in node.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        elif prefix == "model.stages":
-            params[prefix] = stage_text(node)
-        elif isinstance(node, (list, dict)):
-            params[prefix] = json.dumps(node)
+    params = {}
+    for key, value in flatten(data, index_lists=False).items():
+        if key == "model.stages":
+            params[key] = stage_text(value)
+        elif isinstance(value, (list, dict)):
+            params[key] = json.dumps(value)
         else:
-            params[prefix] = "null" if node is None else str(node)
-
-    walk(data, "")
+            params[key] = "null" if value is None else str(value)
     return params
 
 
