@@ -108,6 +108,17 @@ class CheckpointSchema:
 
 
 @dataclass
+class TrialSchema:
+    # Written by the search sweeper (hydra/sweeper=optuna) into each job's overrides; all null in a
+    # run outside a search.
+    study: Optional[str] = None
+    storage: Optional[str] = None
+    number: Optional[int] = None
+    id: Optional[int] = None
+    metric: Optional[str] = None
+
+
+@dataclass
 class RootSchema:
     seed: Optional[int] = 0
     budget: Optional[int] = None
@@ -117,6 +128,7 @@ class RootSchema:
     progress_refresh_rate: int = 10
     record: RecordSchema = field(default_factory=RecordSchema)
     checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
+    trial: TrialSchema = field(default_factory=TrialSchema)
     # Groups are typed by their own schemas; the trainer is Lightning's and keeps its own checks.
     model: Any = None
     data: Any = None

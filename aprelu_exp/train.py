@@ -25,6 +25,7 @@ from aprelu_exp.runs.progress import run_progress
 from aprelu_exp.runs.rundir import (CONFIG_FILE, SUMMARY_FILE, Stopwatch, environment, git_commit,
                                     launched_as_global_zero, write_json_atomic, write_status)
 from aprelu_exp.runs.summary import metrics_summary
+from aprelu_exp.search.trial_link import TrialReporter, trial_link
 from aprelu_exp.training.module import APReLUClassifier
 from aprelu_exp.training.precision import resolve_precision, warn_once
 from aprelu_exp.training.schedule import scale_milestones, step_milestones
@@ -181,14 +182,25 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
+def preflight(cfg: DictConfig) -> SchedulePlan:
+    """Every check of a config that needs neither the data nor a run directory (the search sweeper
+    probes its space with it before any trial runs). Raises UserError naming the key and the fix."""
+    if cfg.seed is None:
+        raise UserError("seed is null; give an integer (seed=0 is a valid seed).")
+    plan = plan_schedule(cfg)
+    perf_switches(cfg)
+    build_net(cfg)
+    build_datamodule(cfg)
+    trial_link(cfg)
+    return plan
+
+
 def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     """Validate, then train one run into ``run_dir``. Raises UserError for bad input, before
     anything but Hydra's own files exists in ``run_dir``."""
     run_dir = Path(run_dir)
-    if cfg.seed is None:
-        raise UserError("seed is null; give an integer (seed=0 is a valid seed).")
-    plan = plan_schedule(cfg)
-    perf_switches(cfg)  # validates the switches before anything is created
+    plan = preflight(cfg)
+    link = trial_link(cfg)
     torch.set_float32_matmul_precision(str(cfg.perf.matmul_precision))
     # Seed before the network exists: its initial weights are part of what `seed` fixes.
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -202,6 +214,9 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
         dm.prepare()
     except DataError as exc:
         raise UserError(str(exc)) from None
+    recorder = EpochRecorder(run_dir)
+    # Opened before the run directory exists: a search's storage that cannot be reached is bad input.
+    reporter = TrialReporter(link, recorder) if link else None
 
     clock = Stopwatch()
     lock = RunLock(run_dir)
@@ -211,19 +226,18 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
         write_status(run_dir, "running")
         (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     try:
-        return _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch)
+        return _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch, recorder, reporter)
     finally:
         lock.release()
 
 
-def _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch) -> dict:
+def _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch, recorder, reporter) -> dict:
     perf = perf_switches(cfg, dm.num_train, plan.max_epochs)
     module = build_module(cfg, net, plan, perf)
     module.network_signature = network_signature(cfg.model)
 
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
-    recorder = EpochRecorder(run_dir)
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=cfg.checkpoint.monitor,
                            mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
                            # After EpochRecorder's row (checkpoint callbacks run last): a
@@ -231,7 +245,8 @@ def _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch) -> dict:
                            save_on_train_epoch_end=True)
     stopper = StopOnSignal(on_hard_stop=lambda signum: write_status(
         run_dir, "interrupted", f"{signal_name(signum)} twice: stopped at once") if launched_as_global_zero() else None)
-    callbacks = [stopper, recorder, ckpt]
+    # The reporter reads the row the recorder has just written (callbacks run in this order).
+    callbacks = [stopper, recorder, *([reporter] if reporter else []), ckpt]
     progress = None
     if cfg.trainer.get("enable_progress_bar", True):
         progress = run_progress(plan.max_epochs, recorder, cfg.get("progress_refresh_rate", 10))
@@ -250,6 +265,9 @@ def _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch) -> dict:
             "num_test": len(dm.test_y), "data_digests": dm.digests,
             "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
             "perf": perf}
+    if reporter is not None:
+        base["trial"] = {"study": reporter.link.study, "storage": reporter.link.storage,
+                         "number": reporter.link.number, "metric": reporter.link.metric}
     stopper.install()
     try:
         for lg in trainer.loggers:
@@ -274,6 +292,8 @@ def _fit(cfg, run_dir, net, dm, plan, clock, resume_ckpt, resume_epoch) -> dict:
         raise
     finally:
         stopper.restore()
+    if reporter is not None and reporter.pruned_note:
+        return _finish(run_dir, trainer, recorder, base, clock, "pruned", reporter.pruned_note)
     state = "interrupted" if trainer.interrupted else "finished"
     return _finish(run_dir, trainer, recorder, base, clock, state, None)
 

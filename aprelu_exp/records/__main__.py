@@ -1,4 +1,5 @@
-"""`python -m aprelu_exp.records list | show RECORD | diff A B` (A, B: record names or run dirs)."""
+"""`python -m aprelu_exp.records list | show RECORD | diff A B | promote TRIAL_OR_STUDY --name NAME`
+(A, B: record names or run dirs)."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +46,17 @@ def cmd_diff(a: str, b: str) -> None:
         print(f"{key}: {old!r} -> {new!r}")
 
 
+def cmd_promote(args) -> None:
+    from aprelu_exp.records.promote import promote
+
+    path = promote(args.ref, args.name, storage=args.storage, number=args.trial, force=args.force)
+    print(f"wrote {path}")
+    print(path.read_text(), end="")
+    parent = load_config(args.name).record.parent
+    print(f"\nCheck it: python -m aprelu_exp.records diff {parent} {args.name}\n"
+          f"Train it:  python -m aprelu_exp experiment={args.name}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.records", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -54,12 +66,20 @@ def main(argv=None) -> int:
     p_diff = sub.add_parser("diff", help="resolved-config difference, key by key")
     p_diff.add_argument("a")
     p_diff.add_argument("b")
+    p_promote = sub.add_parser("promote", help="write a searched trial as a new record (conf/experiment/NAME.yaml)")
+    p_promote.add_argument("ref", help="a search's sweep directory, a trial's run directory, or a study name")
+    p_promote.add_argument("--name", required=True, help="the new record's name, e.g. record_17")
+    p_promote.add_argument("--storage", help="the study's storage when REF is a study name (default: runs/optuna.db)")
+    p_promote.add_argument("--trial", type=int, help="promote this trial number instead of the study's best")
+    p_promote.add_argument("--force", action="store_true", help="replace an existing record of that name")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "list":
             cmd_list()
         elif args.cmd == "show":
             cmd_show(args.ref)
+        elif args.cmd == "promote":
+            cmd_promote(args)
         else:
             cmd_diff(args.a, args.b)
     except UserError as exc:

@@ -12,7 +12,7 @@ from aprelu_exp.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Keys that describe where or how a run was started, not what it trains.
-NON_SETTINGS = ("record.", "run_root", "resume", "data.root", "progress_refresh_rate",
+NON_SETTINGS = ("record.", "run_root", "resume", "data.root", "progress_refresh_rate", "trial.",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary")
 
 

@@ -16,5 +16,28 @@ def build_report(paths: list[Path], out_dir: Path, title: str = "aprelu-exp repo
     rows = [table_row(r) for r in runs]
     write_csv(rows, out_dir / "runs.csv")
     plots = plot_curves(runs, out_dir) if runs else []
-    write_markdown(runs, rows, plots, out_dir / "report.md", title)
-    return {"runs": len(runs), "rows": rows, "files": ["report.md", "runs.csv", *plots]}
+    study_lines, study_files = study_sections(paths, out_dir)
+    write_markdown(runs, rows, plots, out_dir / "report.md", title, study_lines)
+    return {"runs": len(runs), "rows": rows, "files": ["report.md", "runs.csv", *plots, *study_files]}
+
+
+def study_sections(paths: list[Path], out_dir: Path) -> tuple[list[str], list[str]]:
+    """A search's sweep directory names its study (search.json): its section is read from the
+    study's storage, which also holds the trials of other sweeps and machines."""
+    from aprelu_exp.search.storage import read_search_ref
+
+    lines, files, seen = [], [], set()
+    for p in map(Path, paths):
+        ref = read_search_ref(p) if p.is_dir() else None
+        if not ref or (ref["study"], ref["storage"]) in seen:
+            continue
+        seen.add((ref["study"], ref["storage"]))
+        from aprelu_exp.search.report import study_section
+
+        try:
+            part, written = study_section(ref["study"], ref["storage"], out_dir)
+        except Exception as exc:  # storage unreachable from here: the runs' report still stands
+            part, written = [f"## Study `{ref['study']}`", "", f"Not readable from {ref['storage']}: {exc}"], []
+        lines += ["", *part]
+        files += written
+    return lines, files

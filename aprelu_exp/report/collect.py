@@ -119,9 +119,10 @@ def attach_changes(runs: list[RunInfo]) -> None:
                 run.changes = []
 
 
-# Overrides that say where or how a run was started, not what it trains.
-_LOCATION_KEYS = ("run_root", "data.root", "resume", "hydra.", "trainer.enable_progress_bar",
-                  "trainer.enable_model_summary", "progress_refresh_rate", "logger")
+# Overrides that say where or how a run was started, not what it trains (trial.*: the search's
+# link from a job to its trial).
+LOCATION_OVERRIDES = ("run_root", "data.root", "resume", "hydra.", "trainer.enable_progress_bar",
+                      "trainer.enable_model_summary", "progress_refresh_rate", "logger", "trial.")
 
 
 def label_runs(runs: list[RunInfo]) -> None:
@@ -130,7 +131,7 @@ def label_runs(runs: list[RunInfo]) -> None:
     back to the directory name only where two runs would read the same."""
     def settings(run):
         return [o.lstrip("+~") for o in run.overrides
-                if not o.lstrip("+~").split("=", 1)[0].startswith(_LOCATION_KEYS)]
+                if not o.lstrip("+~").split("=", 1)[0].startswith(LOCATION_OVERRIDES)]
 
     shared = set.intersection(*(set(settings(r)) for r in runs)) if runs else set()
     records_differ = len({r.record for r in runs}) > 1

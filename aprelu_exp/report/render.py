@@ -99,7 +99,8 @@ def article_comparison(runs: list[RunInfo]) -> list[list]:
     return out
 
 
-def write_markdown(runs: list[RunInfo], rows: list[dict], plots: list[str], path: Path, title: str) -> None:
+def write_markdown(runs: list[RunInfo], rows: list[dict], plots: list[str], path: Path, title: str,
+                   extra: list[str] | None = None) -> None:
     parts = [f"# {title}", "",
              "Validation modes: `val_acc` uses BatchNorm running statistics (standard); "
              "`val_acc_article` uses batch statistics over batches of 100, as the article's Keras "
@@ -108,7 +109,7 @@ def write_markdown(runs: list[RunInfo], rows: list[dict], plots: list[str], path
     parts.append(_md_table(cols, [[r[c] for c in cols] for r in rows]))
     failed = [r for r in rows if r["error"]]
     if failed:
-        parts += ["", "## Errors", ""] + [f"- `{r['run']}` ({r['status']}): {r['error']}" for r in failed]
+        parts += ["", "## Errors and notes", ""] + [f"- `{r['run']}` ({r['status']}): {r['error']}" for r in failed]
     comparison = article_comparison(runs)
     parts += ["", "## Article vs reproduction (matched epochs, article's evaluation mode)", ""]
     if comparison:
@@ -122,6 +123,7 @@ def write_markdown(runs: list[RunInfo], rows: list[dict], plots: list[str], path
         parts.append("No run here belongs to a record for which the article reported per-epoch numbers.")
     if plots:
         parts += ["", "## Learning curves", ""] + [f"![{p}]({p})" for p in plots]
+    parts += extra or []
     path.write_text("\n".join(parts) + "\n")
 
 

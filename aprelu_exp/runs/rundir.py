@@ -16,7 +16,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.json"
-STATES = ("running", "finished", "failed", "interrupted")
+# pruned: a search's pruner stopped the run early (its epochs are complete and kept; not a failure).
+STATES = ("running", "finished", "failed", "interrupted", "pruned")
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "numpy")
 
 

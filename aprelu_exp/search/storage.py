@@ -1,0 +1,93 @@
+"""Where a study lives: an sqlite file beside the runs by default, any SQLAlchemy URL (a database
+server several machines reach), or Optuna's journal file on a shared filesystem (`journal:PATH`)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from aprelu_exp.errors import UserError
+
+DEFAULT_FILE = "optuna.db"
+JOURNAL_PREFIX = "journal:"
+SEARCH_FILE = "search.json"  # in a sweep directory: which study (and storage) its trials belong to
+_URL_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+
+
+def default_storage(run_root: str | Path) -> str:
+    return f"sqlite:///{(Path(run_root) / DEFAULT_FILE).resolve()}"
+
+
+def normalise(storage: str | None, run_root: str | Path) -> str:
+    """The storage string jobs and later commands can use from any working directory."""
+    if storage in (None, ""):
+        return default_storage(run_root)
+    storage = str(storage)
+    if storage.startswith(JOURNAL_PREFIX):
+        path = storage[len(JOURNAL_PREFIX):]
+        if not path:
+            raise UserError("storage=journal: needs a file path, e.g. journal:/shared/studies/aprelu.log")
+        return JOURNAL_PREFIX + str(Path(path).expanduser().resolve())
+    scheme = storage.split(":", 1)[0].split("+", 1)[0]
+    if "://" not in storage or scheme not in _URL_SCHEMES:
+        raise UserError(
+            f"storage={storage!r} is neither an SQLAlchemy URL (sqlite:///path/optuna.db, "
+            f"postgresql://user@host/db, mysql://...) nor journal:PATH (Optuna's journal file, for a "
+            f"shared filesystem). Leave it null for {DEFAULT_FILE} under run_root.")
+    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        relative = storage[len("sqlite:///"):]
+        if relative and relative != ":memory:":
+            return f"sqlite:///{Path(relative).resolve()}"
+    return storage
+
+
+def open_storage(storage: str) -> Any:
+    """An Optuna storage object for a normalised storage string."""
+    import optuna
+
+    if storage.startswith(JOURNAL_PREFIX):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(storage[len(JOURNAL_PREFIX):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # Optuna logs every storage upgrade check at INFO; a run's output is not the place.
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True}
+                                      if not storage.startswith("sqlite") else {})
+
+
+def load_study(study_name: str, storage: str):
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        names = study_names(storage)
+        raise UserError(f"no study named {study_name!r} in {storage}"
+                        + (f"; it holds: {', '.join(names)}." if names else " (it holds no study).")) from None
+
+
+def study_names(storage: str) -> list[str]:
+    import optuna
+
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(open_storage(storage)))
+
+
+def write_search_ref(sweep_dir: Path, study_name: str, storage: str, extra: dict | None = None) -> None:
+    from aprelu_exp.runs.rundir import write_json_atomic
+
+    write_json_atomic(Path(sweep_dir) / SEARCH_FILE, {"study": study_name, "storage": storage, **(extra or {})})
+
+
+def read_search_ref(sweep_dir: Path) -> dict | None:
+    path = Path(sweep_dir) / SEARCH_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
