@@ -14,6 +14,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # What each config group selects, in the order a user meets them.
 GROUPS = {
     "experiment": "the tuning record to run (a config diff against its parent record)",
+    "layout": "a named stage layout on top of the record (searchable: layout=choice(narrow,record16))",
+    "search": "a reusable search around a record: its space, objective, budget and pruner (runs a sweep)",
     "model": "the network: stem width, stages (blocks, channels, downsample), APReLU reduction, Keras details",
     "model/activation": "the activation in every block and the head",
     "data": "CIFAR-10: data root, subsets, batch sizes, centring",

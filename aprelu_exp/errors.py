@@ -5,3 +5,16 @@ class UserError(Exception):
     """Bad input (config, data, checkpoint). The CLI prints the message alone and exits with 2."""
 
     exit_code = 2
+
+
+def run_command(command) -> int:
+    """Run a command-line tool's action: a UserError becomes its one-paragraph message on stderr
+    and exit status 2, never a traceback."""
+    import sys
+
+    try:
+        command()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    return 0

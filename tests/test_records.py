@@ -8,7 +8,7 @@ from aprelu_exp.records.article import article_results, reported_epochs
 from aprelu_exp.records.lineage import compose_record, config_diff, lineage, record_names
 from aprelu_exp.training.schedule import scale_milestones, step_milestones
 
-RECORDS = ["github_final", "record_01", "record_14", "record_15", "record_16"]
+RECORDS = ["github_final", "record_01", "record_14", "record_15", "record_16", "record_17"]
 
 
 def records_cli(*args):
@@ -21,9 +21,9 @@ def test_all_known_records_exist_with_provenance():
     recs = lineage()
     assert {n: r["provenance"] for n, r in recs.items()} == {
         "record_01": "reconstructed", "record_14": "reconstructed", "record_15": "derived",
-        "record_16": "exact", "github_final": "exact"}
-    assert [recs[n]["parent"] for n in ("record_14", "record_15", "record_16", "github_final")] == [
-        "record_01", "record_14", "record_15", "record_16"]
+        "record_16": "exact", "github_final": "exact", "record_17": "searched"}
+    assert [recs[n]["parent"] for n in ("record_14", "record_15", "record_16", "github_final", "record_17")] == [
+        "record_01", "record_14", "record_15", "record_16", "record_16"]
     assert all(r["source"] and r["change"] for r in recs.values())
 
 

@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from aprelu_exp.errors import UserError
+from aprelu_exp.errors import run_command
 from aprelu_exp.records.lineage import config_diff, lineage, load_config
 
 
@@ -73,20 +73,9 @@ def main(argv=None) -> int:
     p_promote.add_argument("--trial", type=int, help="promote this trial number instead of the study's best")
     p_promote.add_argument("--force", action="store_true", help="replace an existing record of that name")
     args = parser.parse_args(argv)
-    try:
-        if args.cmd == "list":
-            cmd_list()
-        elif args.cmd == "show":
-            cmd_show(args.ref)
-        elif args.cmd == "promote":
-            cmd_promote(args)
-        else:
-            cmd_diff(args.a, args.b)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return UserError.exit_code
-    return 0
-
+    commands = {"list": cmd_list, "show": lambda: cmd_show(args.ref), "promote": lambda: cmd_promote(args),
+                "diff": lambda: cmd_diff(args.a, args.b)}
+    return run_command(commands[args.cmd])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -69,6 +69,23 @@ def _nested(cfg, keys: list[str]) -> dict[str, Any]:
     return out
 
 
+def _trained(trial) -> str:
+    """What the trial's value was measured on (its run's summary), e.g. ` after 4 epochs (budget) on
+    10000 images, bf16-mixed`."""
+    import json
+
+    run = trial.user_attrs.get("run_dir")
+    try:
+        summary = json.loads((Path(run) / "summary.json").read_text()) if run else None
+    except (OSError, json.JSONDecodeError):
+        summary = None
+    if not summary:
+        return ""
+    sched = summary.get("schedule") or {}
+    return (f" after {summary.get('epochs_completed')} epochs ({sched.get('kind')} of {sched.get('full_epochs')}) "
+            f"on {summary.get('num_train')} images, {(summary.get('perf') or {}).get('precision')}")
+
+
 def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -103,8 +120,8 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
     record = {
         "name": name, "parent": parent, "provenance": "searched",
         "source": (f"Optuna study {study.study_name} ({storage}), trial {trial.number}: "
-                   f"{objective.get('metric', 'objective')} {trial.value:.4f}"
-                   + (f", searched with {fixed}" if fixed else "")),
+                   f"{objective.get('metric', 'objective')} {trial.value:.4f}{_trained(trial)}"
+                   + (f"; search overrides: {fixed}" if fixed else "")),
         "change": "; ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in changes),
     }
     body = {"record": record, **_nested(child_cfg, [k for k, _, _ in changes])}

@@ -136,8 +136,9 @@ def label_runs(runs: list[RunInfo]) -> None:
     shared = set.intersection(*(set(settings(r)) for r in runs)) if runs else set()
     records_differ = len({r.record for r in runs}) > 1
     for run in runs:
+        # Where the record leads the label, its own experiment=... override would say it twice.
         parts = ([run.record] if records_differ or not settings(run) else []) + \
-                [o for o in settings(run) if o not in shared]
+                [o for o in settings(run) if o not in shared and not (records_differ and o.startswith("experiment="))]
         run.label = " ".join(parts) or run.record
     counts: dict[str, int] = {}
     for run in runs:

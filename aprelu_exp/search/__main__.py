@@ -6,7 +6,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from aprelu_exp.errors import UserError
+from aprelu_exp.errors import run_command
+
+
+def cmd_list(storage: str) -> None:
+    import optuna
+
+    from aprelu_exp.search.storage import open_storage
+
+    summaries = optuna.get_all_study_summaries(open_storage(storage))
+    if not summaries:
+        print(f"no study in {storage}")
+    for s in sorted(summaries, key=lambda s: s.study_name):
+        best = f"best {s.best_trial.value:.4f} (trial {s.best_trial.number})" if s.best_trial else "no completed trial"
+        print(f"{s.study_name}  {s.n_trials} trial(s), {best}; record {s.user_attrs.get('record')}")
+
+
+def cmd_report(study: str, storage: str, out: Path) -> None:
+    from aprelu_exp.search.report import study_section
+
+    out.mkdir(parents=True, exist_ok=True)
+    lines, files = study_section(study, storage, out)
+    (out / "study.md").write_text("\n".join(lines) + "\n")
+    print(f"{out}/: study.md, {', '.join(files)}")
 
 
 def main(argv=None) -> int:
@@ -18,30 +40,17 @@ def main(argv=None) -> int:
     p_report.add_argument("study")
     p_report.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    try:
-        import optuna  # noqa: F401
 
-        from aprelu_exp.search.storage import normalise, open_storage
+    def command() -> None:
+        from aprelu_exp.search.storage import normalise
 
         storage = normalise(args.storage, "runs")
         if args.cmd == "list":
-            summaries = optuna.get_all_study_summaries(open_storage(storage))
-            if not summaries:
-                print(f"no study in {storage}")
-            for s in sorted(summaries, key=lambda s: s.study_name):
-                best = f"best {s.best_trial.value:.4f} (trial {s.best_trial.number})" if s.best_trial else "no completed trial"
-                print(f"{s.study_name}  {s.n_trials} trial(s), {best}; record {s.user_attrs.get('record')}")
+            cmd_list(storage)
         else:
-            from aprelu_exp.search.report import study_section
+            cmd_report(args.study, storage, args.out)
 
-            args.out.mkdir(parents=True, exist_ok=True)
-            lines, files = study_section(args.study, storage, args.out)
-            (args.out / "study.md").write_text("\n".join(lines) + "\n")
-            print(f"{args.out}/: study.md, {', '.join(files)}")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return UserError.exit_code
-    return 0
+    return run_command(command)
 
 
 if __name__ == "__main__":

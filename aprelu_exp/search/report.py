@@ -10,7 +10,8 @@ import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-TRIAL_COLUMNS = ("trial", "state", "value", "epochs_reported", "overrides", "run", "error")
+TRIAL_COLUMNS = ("trial", "state", "value", "epochs_reported", "val_acc", "val_acc_article", "overrides", "run",
+                 "error")
 
 
 def importance_evaluator():
@@ -35,11 +36,29 @@ def trial_rows(study) -> list[dict]:
             "state": t.state.name.lower(),
             "value": "" if t.value is None else f"{t.value:.4f}",
             "epochs_reported": len(t.intermediate_values),
+            **_last_epoch(t),
             "overrides": " ".join(t.user_attrs.get("overrides", [])),
             "run": str(Path(run).relative_to(Path(run).parents[1])) if run else "",
             "error": t.user_attrs.get("error", "") or "",
         })
     return rows
+
+
+def last_epoch_values(rows: list[dict]) -> dict[str, float]:
+    """The last completed epoch's accuracies in both validation modes (running-BN, the article's)."""
+    return {k: float(rows[-1][k]) for k in ("val_acc", "val_acc_article", "train_acc")
+            if rows and rows[-1].get(k) not in (None, "")}
+
+
+def _last_epoch(trial) -> dict:
+    """From the sweeper's note on the trial, else from the run's metrics.csv where it is reachable."""
+    last = dict(trial.user_attrs.get("last_epoch") or {})
+    run = trial.user_attrs.get("run_dir")
+    if not last and run:
+        from aprelu_exp.report.collect import read_metrics_rows
+
+        last = last_epoch_values(read_metrics_rows(Path(run)))
+    return {k: f"{last[k]:.4f}" if k in last else "" for k in ("val_acc", "val_acc_article")}
 
 
 def _md(header, rows) -> str:
@@ -51,15 +70,16 @@ def _md(header, rows) -> str:
 def _save(ax_or_axes, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    ax = ax_or_axes.flat[0] if hasattr(ax_or_axes, "flat") else ax_or_axes
-    fig = ax.figure
-    fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    axes = list(ax_or_axes.flat) if hasattr(ax_or_axes, "flat") else [ax_or_axes]
+    fig = axes[0].figure
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(max(width, 4.5 * len(axes) + 1.5), max(height, 5))
+    # No tight_layout: it would push Optuna's colour bar over the last panel.
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
-def study_plots(study, out_dir: Path, importances: dict) -> list[str]:
+def study_plots(study, out_dir: Path, importances: dict, metric: str = "objective") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,10 +91,10 @@ def study_plots(study, out_dir: Path, importances: dict) -> list[str]:
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     written = []
     plots = {
-        "study_history.png": (len(done) >= 1, lambda: ovm.plot_optimization_history(study)),
+        "study_history.png": (len(done) >= 1, lambda: ovm.plot_optimization_history(study, target_name=metric)),
         "study_epochs.png": (any(t.intermediate_values for t in study.trials),
                              lambda: ovm.plot_intermediate_values(study)),
-        "study_slice.png": (len(done) >= 1, lambda: ovm.plot_slice(study)),
+        "study_slice.png": (len(done) >= 1, lambda: ovm.plot_slice(study, target_name=metric)),
         "study_importance.png": (bool(importances), lambda: _importance_bars(importances)),
     }
     with warnings.catch_warnings():
@@ -138,7 +158,9 @@ def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[st
              + ", ".join(f"{s} {states.count(s)}" for s in ("complete", "pruned", "fail", "running")
                          if states.count(s)) + ".",
              "", "Space: " + "; ".join(f"`{k}` {v}" for k, v in (attrs.get("space") or {}).items()),
-             "", "Fixed for every trial: `" + " ".join(attrs.get("fixed_overrides") or []) + "`", ""]
+             "", "Fixed for every trial: `" + " ".join(attrs.get("fixed_overrides") or []) + "`"
+             + ("; resolved: " + ", ".join(f"{k}={v}" for k, v in attrs["trial_settings"].items())
+                if attrs.get("trial_settings") else ""), ""]
     try:
         best = study.best_trial
         parts += [f"**Best: trial {best.number}**, {objective.get('metric')} {best.value:.4f}: "
@@ -153,6 +175,6 @@ def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[st
                   + ", ".join(f"`{k}` {v:.2f}" for k, v in importances.items() if math.isfinite(v)), ""]
     else:
         parts += [f"Parameter importances: not yet ({evaluator}).", ""]
-    plots = study_plots(study, out_dir, importances)
+    plots = study_plots(study, out_dir, importances, objective.get("metric") or "objective")
     parts += [f"![{p}]({p})" for p in plots]
     return parts, ["study_trials.csv", *plots]

@@ -106,8 +106,8 @@ class Search:
     def check_keys(self) -> None:
         """A misspelt key fails every trial alike: name it before anything is probed."""
         for key in self.space.distributions:
-            if "/" in key or self.loader.get_group_options(key):
-                continue  # a config group: its options are probed below
+            if "/" in key or key.startswith(("+", "~")) or self.loader.get_group_options(key):
+                continue  # a config group, or a key the override adds: probed below
             if OmegaConf.select(self.config, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
                 parent = key.rsplit(".", 1)[0] if "." in key else None
                 node = OmegaConf.select(self.config, parent) if parent else self.config
@@ -191,8 +191,16 @@ class Search:
         study.set_user_attr("objective", self.objective.__dict__)
         study.set_user_attr("record", self.record)
         study.set_user_attr("fixed_overrides", self.space.fixed)
+        study.set_user_attr("trial_settings", self.trial_settings())
         study.set_user_attr(PRUNER_ATTR, pruner_spec)
         return study, existing, grid
+
+    def trial_settings(self) -> dict:
+        """What every trial shares and what its cost depends on, as resolved (a search config's
+        budget or subset does not show in the command line's overrides)."""
+        keys = ("budget", "trainer.max_epochs", "data.train_subset", "data.test_subset", "perf.precision",
+                "perf.compile", "seed")
+        return {"record": self.record, **{k: OmegaConf.select(self.config, k) for k in keys}}
 
     # -- the loop -------------------------------------------------------------------------------
     def link_overrides(self, trial) -> list[str]:
@@ -271,6 +279,10 @@ class Search:
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("status", state)
         trial.set_user_attr("epochs", len(rows))
+        if rows:  # both validation modes, whichever one the search optimises
+            from aprelu_exp.search.report import last_epoch_values
+
+            trial.set_user_attr("last_epoch", last_epoch_values(rows))
         value = self.objective.value(rows)
         if state == "pruned":
             _tell(study, trial, state=TS.PRUNED)

@@ -77,20 +77,23 @@ class TrialReporter(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         if not self.active or not self.recorder.rows:
             return
-        note = self._report() if trainer.is_global_zero else None
+        # After the last epoch there is nothing left to save: the trial completes with its value.
+        limit = trainer.max_epochs
+        last = limit is not None and limit > 0 and trainer.current_epoch + 1 >= limit
+        note = self._report(ask_pruner=not last) if trainer.is_global_zero else None
         # Every DDP rank must stop at the same epoch: rank 0 decides for all.
         note = trainer.strategy.broadcast(note, src=0)
         if note:
             self.pruned_note = note
             trainer.should_stop = True
 
-    def _report(self) -> str | None:
+    def _report(self, ask_pruner: bool) -> str | None:
         row = self.recorder.rows[-1]
         value = row.get(self.link.metric)
         if value is None or not math.isfinite(float(value)):
             return None  # a non-finite loss stops the run on its own; the sweeper records it failed
         self.trial.report(float(value), step=int(row["epoch"]))
-        if not self.trial.should_prune():
+        if not ask_pruner or not self.trial.should_prune():
             return None
         note = (f"pruned by {type(self.study.pruner).__name__} after epoch {int(row['epoch']) + 1} "
                 f"({self.link.metric} {float(value):.4f}), trial {self.link.number} of study {self.link.study}")
