@@ -270,3 +270,19 @@ def test_two_sweeper_processes_share_one_study(tmp_path, cli_env):
     runs = [Path(t.user_attrs["run_dir"]) for t in study.trials]
     assert {r.parents[2].name for r in runs} == {"machine0", "machine1"}
     assert len({(t.params["model.reduction"], t.params["optim.lr"]) for t in study.trials}) == 4
+
+
+@pytest.mark.slow
+def test_trials_run_in_parallel_through_the_joblib_launcher(tmp_path, cli_env):
+    # n_jobs trials per batch, each in its own joblib worker process, each reporting to its trial.
+    out = _search(tmp_path, cli_env, "budget=2", *SPACE, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                  "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=none")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _study(tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    pids = set()
+    for t in study.trials:
+        run = Path(t.user_attrs["run_dir"])
+        assert t.intermediate_values == {int(r["epoch"]): float(r["val_acc_article"]) for r in _metrics(run)}
+        pids.add(json.loads((run / "status.json").read_text())["pid"])
+    assert len(pids) == 2  # two worker processes, not the sweeper's own
