@@ -91,6 +91,31 @@ def test_storage_strings(tmp_path, monkeypatch):
             normalise(bad, "runs")
 
 
+def _open_at(url: str, start: float) -> str:
+    import time
+
+    from aprelu_exp.search.storage import open_storage
+
+    while time.time() < start:
+        pass
+    try:
+        open_storage(url)
+    except Exception as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+def test_sweepers_opening_a_new_storage_together_all_get_it(tmp_path):
+    # Without the retry about one process in four lost the race to create the tables here.
+    import multiprocessing
+    import time
+
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        for i in range(5):
+            start = time.time() + 0.5
+            assert pool.starmap(_open_at, [(f"sqlite:///{tmp_path / f's{i}.db'}", start)] * 3) == ["ok"] * 3
+
+
 # -- a real search ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -56,8 +56,27 @@ def open_storage(storage: str) -> Any:
         Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     # Optuna logs every storage upgrade check at INFO; a run's output is not the place.
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True}
-                                      if not storage.startswith("sqlite") else {})
+    return _rdb_storage(storage)
+
+
+def _rdb_storage(url: str, attempts: int = 8):
+    """RDBStorage, retried: sweepers started together on a new database race to create its
+    tables and schema version, and the loser fails with IntegrityError or OperationalError
+    (seen with two sweepers on one fresh sqlite file). Once one has created them, a retry simply
+    opens the storage."""
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def load_study(study_name: str, storage: str):

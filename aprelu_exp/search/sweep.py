@@ -139,9 +139,12 @@ class Search:
         from hydra.utils import instantiate
 
         spec = OmegaConf.to_container(self.settings["sampler"], resolve=True)
-        if spec.get("seed") is not None:
-            # A continued study must not replay the first invocation's random draws.
-            spec["seed"] = int(spec["seed"]) + existing
+        if spec.get("seed") is not None and existing:
+            # A continued study must not replay the first invocation's random draws. Mixed, not
+            # added: seed 0 after one trial must differ from another sweeper's seed 1 after none.
+            import numpy as np
+
+            spec["seed"] = int(np.random.SeedSequence([int(spec["seed"]), existing]).generate_state(1)[0])
         if grid_space is not None:
             spec["search_space"] = grid_space
         return instantiate(spec, _convert_="all")
