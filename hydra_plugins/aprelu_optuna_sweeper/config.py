@@ -37,7 +37,7 @@ class OptunaSweeperConf:
     probe_points: int = 32    # points of the space checked before any trial (all invalid: refused)
 
 
-# Samplers: seeded, so a search repeats. A continued study offsets the seed by its trial count.
+# Samplers: seeded, so a search repeats. A continued study mixes the seed with its trial count.
 SAMPLERS = {
     "tpe": {"_target_": "optuna.samplers.TPESampler", "seed": 0, "n_startup_trials": 5},
     "random": {"_target_": "optuna.samplers.RandomSampler", "seed": 0},
