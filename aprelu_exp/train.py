@@ -16,7 +16,7 @@ from aprelu_exp.data.augment import KerasAugmentConfig
 from aprelu_exp.data.cifar10 import DataError
 from aprelu_exp.data.datamodule import CIFAR10DataModule
 from aprelu_exp.errors import UserError
-from aprelu_exp.model import NetworkConfigError, build_network
+from aprelu_exp.model import NetworkConfigError, build_network, check_network_config
 from aprelu_exp.runs.callbacks import EpochRecorder
 from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, DamagedCheckpoint, check_compatible, network_signature
 from aprelu_exp.runs.interrupts import RunInterrupted, StopOnSignal, signal_name
@@ -67,8 +67,11 @@ def plan_schedule(cfg: DictConfig) -> SchedulePlan:
     return SchedulePlan(full, max_epochs, milestones, None)
 
 
-def build_net(cfg: DictConfig) -> torch.nn.Module:
+def build_net(cfg: DictConfig, check_only: bool = False) -> torch.nn.Module | None:
+    """The network (or, with check_only, just the checks it would fail), bad input as UserError."""
     try:
+        if check_only:
+            return check_network_config(cfg.model)
         return build_network(cfg.model)
     except NetworkConfigError as exc:
         raise UserError(str(exc)) from None
@@ -189,7 +192,7 @@ def preflight(cfg: DictConfig) -> SchedulePlan:
         raise UserError("seed is null; give an integer (seed=0 is a valid seed).")
     plan = plan_schedule(cfg)
     perf_switches(cfg)
-    build_net(cfg)
+    build_net(cfg, check_only=True)
     build_datamodule(cfg)
     trial_link(cfg)
     return plan

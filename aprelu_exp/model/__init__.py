@@ -5,10 +5,11 @@ from aprelu_exp.model.resnet import (
     NetworkConfigError,
     Stage,
     build_network,
+    check_network_config,
     decayed_parameters,
 )
 
 __all__ = [
     "ACTIVATIONS", "APReLU", "APReLUShared", "DyReLUB", "APReLUResNet", "NetworkConfigError",
-    "Stage", "build_network", "decayed_parameters",
+    "Stage", "build_network", "check_network_config", "decayed_parameters",
 ]

@@ -139,7 +139,7 @@ class APReLUResNet(nn.Module):
         in_channels: int = 3,
     ):
         super().__init__()
-        check_network(stages, stem_channels, activation, reduction, shortcut)
+        check_network(stages, stem_channels, activation, reduction, shortcut, init)
         bn = make_batchnorm(bn_momentum, bn_eps)
         self.stem = nn.Conv2d(in_channels, stem_channels, 3, padding=1)
         blocks, cin = [], stem_channels
@@ -157,8 +157,6 @@ class APReLUResNet(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
         if init == "keras":
             keras_init_(self)
-        elif init != "torch":
-            raise NetworkConfigError(f"model.init must be 'keras' or 'torch', got {init!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
@@ -166,8 +164,10 @@ class APReLUResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3), dtype=torch.float32))
 
 
-def check_network(stages, stem_channels, activation, reduction, shortcut) -> None:
+def check_network(stages, stem_channels, activation, reduction, shortcut, init="keras") -> None:
     """Reject descriptions Keras could not build, with the key and the fix in the message."""
+    if init not in ("keras", "torch"):
+        raise NetworkConfigError(f"model.init must be 'keras' or 'torch', got {init!r}")
     if activation not in ACTIVATIONS:
         raise NetworkConfigError(
             f"model.activation={activation!r} is not known; choose one of {sorted(ACTIVATIONS)}."
@@ -216,10 +216,9 @@ def keras_init_(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def build_network(cfg) -> APReLUResNet:
-    """Build from the ``model`` config node (an OmegaConf node or a plain mapping)."""
+def _network_args(cfg) -> dict:
     stages = [Stage(int(s["blocks"]), int(s["channels"]), bool(s["downsample"])) for s in cfg["stages"]]
-    return APReLUResNet(
+    return dict(
         stages=stages,
         stem_channels=int(cfg["stem_channels"]),
         activation=str(cfg["activation"]),
@@ -231,6 +230,18 @@ def build_network(cfg) -> APReLUResNet:
         bn_eps=float(cfg["bn_eps"]),
         init=str(cfg["init"]),
     )
+
+
+def check_network_config(cfg) -> None:
+    """The checks build_network makes, without building (a large network takes a second or more):
+    what a search needs for every point it probes."""
+    a = _network_args(cfg)
+    check_network(a["stages"], a["stem_channels"], a["activation"], a["reduction"], a["shortcut"], a["init"])
+
+
+def build_network(cfg) -> APReLUResNet:
+    """Build from the ``model`` config node (an OmegaConf node or a plain mapping)."""
+    return APReLUResNet(**_network_args(cfg))
 
 
 def decayed_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

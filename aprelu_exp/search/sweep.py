@@ -256,7 +256,8 @@ class Search:
             for (trial, _), ret in zip(batch, results):
                 self.tell_outcome(study, trial, ret)
             returns.append(results)
-            self.write_report()
+            if asked < self.n_trials:  # mid-search; the sweep's own callback writes the final one
+                self.write_report()
         self.summarise(study)
         return returns
 
