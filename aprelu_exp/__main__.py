@@ -11,15 +11,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from aprelu_exp import cli_help, config_schema  # noqa: F401  (config_schema registers the typed schemas)
+from aprelu_exp.compose import register_resolvers
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.callbacks import NonFiniteLossError
 from aprelu_exp.runs.interrupts import RunInterrupted
 from aprelu_exp.runs.noise import quiet_third_party
-from aprelu_exp.runs.rundir import (CONFIG_FILE, discard_unstarted, launched_as_global_zero, unique_suffix,
-                                    write_status)
+from aprelu_exp.runs.rundir import CONFIG_FILE, discard_unstarted, launched_as_global_zero, write_status
 
 log = logging.getLogger("aprelu_exp")
-OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True, replace=True)
+register_resolvers()
 cli_help.register()
 quiet_third_party()
 

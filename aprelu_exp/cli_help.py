@@ -5,11 +5,11 @@ configs (the groups and their options, the records and their stated change) come
 `aprelu_help` resolver below, which reads conf/ at the moment help is asked for."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from aprelu_exp.compose import CONF_DIR
+
 
 # What each config group selects, in the order a user meets them.
 GROUPS = {

@@ -7,15 +7,19 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from aprelu_exp import config_schema  # noqa: F401
 from aprelu_exp.data.cifar10 import SUBDIR, load_cifar10
-from aprelu_exp.runs.rundir import unique_suffix
+from aprelu_exp.compose import CONF_DIR as CONF, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True, replace=True)
+register_resolvers()
+
+
+def pytest_report_header(config):
+    from aprelu_exp.training.precision import capability_line
+
+    return capability_line()  # which machine a red run came from
 
 
 def data_root() -> Path:

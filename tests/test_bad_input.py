@@ -1,11 +1,15 @@
-"""Bad input through the real CLI: a clear message, a non-zero exit, no run that looks finished."""
+"""Bad input through the real CLI: a clear message, a non-zero exit, no run that looks finished.
+
+Each case goes through `python -m aprelu_exp`'s own main in process; one case runs as a real
+process, so the exit status and stderr of the interpreter itself are pinned too."""
 import json
 from pathlib import Path
 
 import pytest
 
 from aprelu_exp.data.cifar10 import SUBDIR, TEST_FILES, TRAIN_FILES
-from test_cli import run_cli
+import test_cli
+from inprocess import run_cli
 
 
 def _data_variant(src_root: Path, dst: Path, kind: str) -> Path:
@@ -52,6 +56,15 @@ CASES = [
 
 @pytest.mark.parametrize("overrides, code, message", CASES, ids=[str(c[0]) for c in CASES])
 def test_bad_input_is_refused_cleanly(overrides, code, message, cli_env, cifar_root, tmp_path):
+    _refused_cleanly(run_cli, overrides, code, message, cli_env, cifar_root, tmp_path)
+
+
+@pytest.mark.parametrize("overrides, code, message", [CASES[0], CASES[-3]], ids=["width", "missing"])
+def test_bad_input_is_refused_cleanly_by_a_real_process(overrides, code, message, cli_env, cifar_root, tmp_path):
+    _refused_cleanly(test_cli.run_cli, overrides, code, message, cli_env, cifar_root, tmp_path)
+
+
+def _refused_cleanly(run_cli, overrides, code, message, cli_env, cifar_root, tmp_path):
     runs = tmp_path / "runs"
     args = [f"run_root={runs}", "trainer.max_epochs=1", "data.train_subset=200", "data.test_subset=100"]
     if isinstance(overrides, str):

@@ -22,7 +22,9 @@ def run_dirs(root: Path):
 
 
 def test_cfg_job_prints_the_composed_config(cli_env, tmp_path):
-    out = run_cli(["--cfg", "job", "model.reduction=4"], cli_env)
+    from inprocess import run_cli as run_in_process
+
+    out = run_in_process(["--cfg", "job", "model.reduction=4"], cli_env)
     assert out.returncode == 0, out.stderr
     assert "reduction: 4" in out.stdout and "name: record_16" in out.stdout
     assert "epochs: 5000" in out.stdout and "every: 1500" in out.stdout

@@ -2,8 +2,6 @@
 config that passes the checks a run makes before it starts; tab completion offers nothing else."""
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -12,14 +10,13 @@ from omegaconf import OmegaConf
 
 from aprelu_exp.train import (augment_config, build_datamodule, build_loggers, build_net, perf_switches,
                               plan_schedule)
-from test_cli import REPO
+from inprocess import REPO, run_module
 
 CONF = REPO / "conf"
 
 
 def _help() -> str:
-    out = subprocess.run([sys.executable, "-m", "aprelu_exp", "--help"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    out = run_module("aprelu_exp", ["--help"])
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -105,8 +102,7 @@ def test_tab_completion_lists_only_real_options():
     expected = _hydra_groups()
     for group in ("augment", "model", "perf"):  # the groups that used to offer their schemas
         env = {**os.environ, "COMP_LINE": f"aprelu-exp {group}=", "COMP_POINT": str(len(group) + 12)}
-        out = subprocess.run([sys.executable, "-m", "aprelu_exp", "-sc", "query=bash"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=120)
+        out = run_module("aprelu_exp", ["-sc", "query=bash"], env=env)
         assert out.returncode == 0, out.stderr
         offered = sorted(w.split("=", 1)[1] for w in out.stdout.split())
         assert offered == expected[group], group

@@ -10,7 +10,20 @@ from aprelu_exp.training import precision as prec
 
 TINY = ["data.train_subset=200", "data.test_subset=200", "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1", "perf.compile=false"]
-needs_bf16 = pytest.mark.skipif(not prec.bf16_support("cpu")[0], reason="this CPU has no fast bf16")
+# Only the test that really trains in bf16 depends on the host; every other test forces the probes.
+needs_bf16 = pytest.mark.skipif(not prec.bf16_support("cpu")[0],
+                                reason="this CPU has no fast bf16 (oneDNN bf16 and AVX512_BF16/AMX needed)")
+
+# The two CPU kinds of the project's machines, as their probes answer.
+ZEN4_AVX512_BF16 = (True, frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"}))
+EPYC_AVX2_ONLY = (False, frozenset({"avx2", "fma"}))
+
+
+def force_cpu(monkeypatch, onednn: bool, flags: frozenset) -> None:
+    """Make both CPU probes answer as given, whatever this host would say."""
+    prec.warn_once.cache_clear()
+    monkeypatch.setattr(prec, "onednn_bf16", lambda: onednn)
+    monkeypatch.setattr(prec, "cpu_flags", lambda: flags)
 
 
 class DtypeLog(TorchDispatchMode):
@@ -59,21 +72,55 @@ def test_records_stay_fp32_unless_asked(make_cfg):
     assert perf_switches(make_cfg("perf.precision=32", "trainer.precision=bf16-mixed"))["precision"] == "32-true"
 
 
-@needs_bf16
-def test_fast_switch_and_trainer_precision_compose(make_cfg):
+def test_fast_switch_and_trainer_precision_compose(make_cfg, monkeypatch):
+    force_cpu(monkeypatch, *ZEN4_AVX512_BF16)
     assert perf_switches(make_cfg("perf=fast"))["precision"] == "bf16-mixed"
     assert perf_switches(make_cfg("trainer.precision=bf16-mixed"))["precision"] == "bf16-mixed"
 
 
-def test_bf16_on_a_cpu_without_it_says_so_once_and_runs_fp32(make_cfg, monkeypatch, caplog):
-    prec.warn_once.cache_clear()
-    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+# (oneDNN has bf16 kernels, /proc/cpuinfo flags) -> bf16 runs?, what the note must name
+PROBES = [
+    (True, frozenset({"avx2", "avx512f", "avx512_bf16"}), True, None),
+    (True, frozenset({"avx2", "avx512f", "amx_tile", "amx_bf16"}), True, None),
+    (False, frozenset({"avx2", "avx512f", "avx512_bf16"}), False, "oneDNN has no bf16 kernels"),
+    (True, frozenset({"avx2", "fma"}), False, "lacks avx512_bf16 and amx_bf16"),
+    (False, frozenset({"avx2", "fma"}), False, "oneDNN has no bf16 kernels"),
+    (True, frozenset(), True, None),  # no /proc/cpuinfo (not Linux): oneDNN's answer decides
+]
+
+
+@pytest.mark.parametrize("onednn, flags, runs_bf16, why", PROBES,
+                         ids=["avx512_bf16", "amx", "no-onednn", "avx2-only-onednn-yes", "avx2-only", "no-cpuinfo"])
+def test_bf16_request_follows_both_cpu_probes(onednn, flags, runs_bf16, why, make_cfg, monkeypatch, caplog):
+    force_cpu(monkeypatch, onednn, flags)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             switches = perf_switches(make_cfg("perf=fast"))
-    assert switches["precision"] == "32-true" and switches["precision_requested"] == "bf16"
+    assert switches["precision"] == ("bf16-mixed" if runs_bf16 else "32-true")
+    assert switches["precision_requested"] == "bf16"
     notes = [r.getMessage() for r in caplog.records if "bf16" in r.getMessage()]
-    assert len(notes) == 1 and "avx512_bf16" in notes[0] and "fp32" in notes[0]
+    if runs_bf16:
+        assert notes == []
+    else:  # said once, naming the reason and what runs instead
+        assert len(notes) == 1 and why in notes[0] and "training in fp32" in notes[0], notes
+
+
+@pytest.mark.parametrize("machine", [ZEN4_AVX512_BF16, EPYC_AVX2_ONLY], ids=["zen4-avx512_bf16", "epyc-avx2"])
+def test_records_train_fp32_on_either_machine(machine, make_cfg, monkeypatch, caplog):
+    force_cpu(monkeypatch, *machine)
+    with caplog.at_level(logging.WARNING):
+        assert perf_switches(make_cfg("experiment=record_16"))["precision"] == "32-true"
+    assert not [r for r in caplog.records if "bf16" in r.getMessage()]
+
+
+def test_capability_line_names_vector_level_and_bf16(monkeypatch):
+    force_cpu(monkeypatch, *EPYC_AVX2_ONLY)
+    line = prec.capability_line()
+    assert "AVX-512 no" in line and "AVX512_BF16 no" in line and "oneDNN bf16 no" in line
+    assert f"vector level {torch.backends.cpu.get_cpu_capability()}" in line
+    force_cpu(monkeypatch, *ZEN4_AVX512_BF16)
+    line = prec.capability_line()
+    assert "AVX-512 yes" in line and "AVX512_BF16 yes" in line and "oneDNN bf16 yes" in line
 
 
 def test_gpu_keeps_bf16_and_falls_back_without_it(monkeypatch):

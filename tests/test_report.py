@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from aprelu_exp.report.build import build_report
-from test_cli import run_cli
+from inprocess import run_cli, run_module
 
 HEADER = ("epoch,lr,train_loss,train_loss_keras,train_acc,val_loss,val_acc,val_loss_article,"
           "val_acc_article,train_time_s,eval_time_s,epoch_time_s,train_images_per_s")
@@ -94,10 +94,7 @@ def test_runs_are_labelled_by_the_overrides_that_differ(tmp_path):
 
 
 def test_report_cli_refuses_missing_dirs(tmp_path):
-    import subprocess
-    import sys
-    out = subprocess.run([sys.executable, "-m", "aprelu_exp.report", str(tmp_path / "nope"), "--out",
-                          str(tmp_path / "r")], capture_output=True, text=True)
+    out = run_module("aprelu_exp.report", [tmp_path / "nope", "--out", tmp_path / "r"])
     assert out.returncode == 2 and "no such run directory" in out.stderr
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from aprelu_exp.runs.rundir import read_status
+import inprocess
 from test_cli import REPO, run_cli, run_dirs
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_loss_keras", "train_acc", "val_loss", "val_acc",
@@ -149,7 +150,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(cli_env, tmp_path):
 
 
 def test_multirun_with_ddp_is_refused(cli_env, tmp_path):
-    out = run_cli(["-m", f"run_root={tmp_path}", "trainer=ddp_cpu", "seed=1,2"], cli_env, cwd=tmp_path)
+    out = inprocess.run_cli(["-m", f"run_root={tmp_path}", "trainer=ddp_cpu", "seed=1,2"], cli_env, cwd=tmp_path)
     assert "inside a Hydra multirun (-m) is refused" in out.stderr
     for status in tmp_path.rglob("status.json"):
         assert read_status(status.parent)["status"] == "failed"

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.rundir import unique_suffix
 from aprelu_exp.search.space import format_value, parse_space
+from inprocess import run_module
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["data.train_subset=500", "data.test_subset=200", "logger=none", "trainer.enable_model_summary=false"]
@@ -26,8 +27,7 @@ SPACE = ["model.reduction=choice(4,8,16)", "optim.lr=tag(log, interval(0.02, 0.3
 
 
 def _cli(args, env, timeout=600, module="aprelu_exp"):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_module(module, args, env=env)
 
 
 def _search(root: Path, env, *extra: str):

@@ -27,19 +27,12 @@ from aprelu_exp.bench.floor import convolution_floor
 from aprelu_exp.bench.table import print_table, ratios
 from aprelu_exp.bench.timing import interleaved_rates, rates
 from aprelu_exp.bench.training import build, full_run_switches, precision_context, training_step_fn
-from aprelu_exp.records.lineage import CONF_DIR, _ensure_resolvers
+from aprelu_exp.compose import compose_config
+from aprelu_exp.errors import run_command
 from aprelu_exp.runs.noise import quiet_third_party
 
 # perf.precision value -> the Lightning precision it runs as.
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed"}
-
-
-def compose(overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    _ensure_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
 
 
 def main(argv=None) -> int:
@@ -56,6 +49,11 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", default="32,bf16",
                         help="comma-separated perf.precision values to measure side by side (default 32,bf16)")
     args = parser.parse_args(argv)
+    # Missing data, an unknown override: the main command's one-paragraph error and exit 2.
+    return run_command(lambda: bench(args, parser))
+
+
+def bench(args, parser) -> None:
     started = time.perf_counter()
     quiet_third_party()
     # One process compiles the network for each precision, in training, standard-evaluation and
@@ -69,7 +67,7 @@ def main(argv=None) -> int:
     from aprelu_exp.train import augment_config
     from aprelu_exp.training.precision import bf16_support, cpu_capability
 
-    cfg = compose(args.overrides)
+    cfg = compose_config(args.overrides)
     accel = str(cfg.trainer.accelerator)
     device = torch.device("cuda" if torch.cuda.is_available() and accel in ("auto", "gpu", "cuda") else "cpu")
     torch.set_float32_matmul_precision(str(cfg.perf.matmul_precision))
@@ -148,7 +146,6 @@ def main(argv=None) -> int:
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print_table(results)
     print(f"\nwritten: {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch.profiler import ProfilerActivity, profile
 
 from aprelu_exp.bench.training import FULL_TRAIN_IMAGES
+from aprelu_exp.runs.noise import native_output_filtered
 
 
 def convolution_ms(fn, calls: int = 5) -> dict:
@@ -14,7 +15,7 @@ def convolution_ms(fn, calls: int = 5) -> dict:
     either way, and a compiled network would recompile under the profiler."""
     best = None
     for _ in range(calls):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with native_output_filtered(), profile(activities=[ProfilerActivity.CPU]) as prof:
             fn()
         conv = total = 0.0
         for e in prof.key_averages():

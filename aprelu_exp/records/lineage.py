@@ -4,23 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from aprelu_exp import config_schema  # noqa: F401  (registers the typed schemas)
+from aprelu_exp.compose import CONF_DIR, compose_config
 from aprelu_exp.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Keys that describe where or how a run was started, not what it trains.
 NON_SETTINGS = ("record.", "run_root", "resume", "data.root", "progress_refresh_rate", "trial.",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary")
-
-
-def _ensure_resolvers() -> None:
-    from aprelu_exp.runs.rundir import unique_suffix
-
-    if not OmegaConf.has_resolver("uid"):
-        OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True)
 
 
 def record_names() -> list[str]:
@@ -31,20 +23,15 @@ def compose_record(name: str, overrides: list[str] | None = None) -> DictConfig:
     if name not in record_names():
         raise UserError(f"No record named {name!r}; known records: {', '.join(record_names())}. "
                         f"A record is a file conf/experiment/<name>.yaml.")
-    _ensure_resolvers()
-    from hydra.core.global_hydra import GlobalHydra
-
-    args = [f"experiment={name}", *(overrides or [])]
-    if GlobalHydra.instance().is_initialized():
-        # Inside a running Hydra app (the sweep callback): it already searches this conf dir.
-        return compose("config", overrides=args)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=args)
+    return compose_config([f"experiment={name}", *(overrides or [])])
 
 
 def load_config(ref: str) -> DictConfig:
     """A record name, or a run directory (its resolved config.yaml)."""
     path = Path(ref)
+    if ("/" in ref or ref.startswith(".")) and not path.exists():
+        raise UserError(f"{ref}: no such run directory. Give a run directory (runs/<date>/<run>, it holds "
+                        f"config.yaml) or a record name ({', '.join(record_names())}).")
     if path.is_dir():
         for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
             if candidate.is_file():

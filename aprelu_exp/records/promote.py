@@ -115,11 +115,12 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
     child_cfg = compose_record(parent, overrides)
     objective = attrs.get("objective", {})
     from aprelu_exp.report.collect import LOCATION_OVERRIDES
+    from aprelu_exp.search.storage import portable_storage
 
     fixed = " ".join(o for o in attrs.get("fixed_overrides", []) if not o.lstrip("+~").startswith(LOCATION_OVERRIDES))
     record = {
         "name": name, "parent": parent, "provenance": "searched",
-        "source": (f"Optuna study {study.study_name} ({storage}), trial {trial.number}: "
+        "source": (f"Optuna study {study.study_name} ({portable_storage(storage)}), trial {trial.number}: "
                    f"{objective.get('metric', 'objective')} {trial.value:.4f}{_trained(trial)}"
                    + (f"; search overrides: {fixed}" if fixed else "")),
         "change": "; ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in changes),

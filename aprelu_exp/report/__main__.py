@@ -5,7 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from aprelu_exp.errors import UserError, run_command
 from aprelu_exp.report.build import build_report
+from aprelu_exp.report.collect import find_runs
 
 
 def main(argv=None) -> int:
@@ -14,16 +16,19 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md, runs.csv, *.png")
     parser.add_argument("--title", default="aprelu-exp report")
     args = parser.parse_args(argv)
+    return run_command(lambda: report(args))
+
+
+def report(args) -> None:
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
-        print(f"error: no such run directory: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise UserError(f"no such run directory: {', '.join(missing)}. Give run directories "
+                        f"(runs/<date>/<run>) or folders holding them (a sweep: runs/multirun/<sweep>).")
+    if not find_runs(args.paths):
+        raise UserError(f"no run directories under {', '.join(map(str, args.paths))}: a run directory "
+                        f"holds status.json, metrics.csv or .hydra/. Nothing was written.")
     result = build_report(args.paths, args.out, args.title)
-    if not result["runs"]:
-        print(f"error: no run directories under {', '.join(map(str, args.paths))}", file=sys.stderr)
-        return 2
     print(f"{result['runs']} run(s) -> {args.out}/: {', '.join(result['files'])}")
-    return 0
 
 
 if __name__ == "__main__":

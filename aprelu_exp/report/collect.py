@@ -125,14 +125,17 @@ LOCATION_OVERRIDES = ("run_root", "data.root", "resume", "hydra.", "trainer.enab
                       "trainer.enable_model_summary", "progress_refresh_rate", "logger", "trial.")
 
 
+def setting_overrides(run: RunInfo) -> list[str]:
+    """The run's overrides that change what it trains (no paths, no logging or progress switches)."""
+    return [o.lstrip("+~") for o in run.overrides
+            if not o.lstrip("+~").split("=", 1)[0].startswith(LOCATION_OVERRIDES)]
+
+
 def label_runs(runs: list[RunInfo]) -> None:
     """Name each run by what distinguishes it from the others in the same report: its record (if
     the records differ) and the overrides not shared by all (e.g. `perf=fast seed=1`), falling
     back to the directory name only where two runs would read the same."""
-    def settings(run):
-        return [o.lstrip("+~") for o in run.overrides
-                if not o.lstrip("+~").split("=", 1)[0].startswith(LOCATION_OVERRIDES)]
-
+    settings = setting_overrides
     shared = set.intersection(*(set(settings(r)) for r in runs)) if runs else set()
     records_differ = len({r.record for r in runs}) > 1
     for run in runs:

@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 
 from aprelu_exp.records.article import ARTICLE_TO_RUN, reported_epochs
-from aprelu_exp.report.collect import RunInfo
+from aprelu_exp.report.collect import RunInfo, setting_overrides
 
 TABLE_COLUMNS = (
     "label", "run", "record", "status", "changes_vs_parent", "overrides", "epochs", "schedule",
@@ -46,7 +46,8 @@ def table_row(run: RunInfo) -> dict:
         "status": run.status,
         "changes_vs_parent": "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in run.changes)
         if run.parent else "(root record)",
-        "overrides": " ".join(run.overrides),
+        # Settings only: where a run was started (run_root, data.root, ...) is this machine's business.
+        "overrides": " ".join(setting_overrides(run)),
         "epochs": s.get("epochs_completed", len(run.rows)),
         "schedule": schedule,
         "final_val_acc": _fmt(final.get("val_acc")),

@@ -14,7 +14,7 @@ def cmd_list(storage: str) -> None:
 
     from aprelu_exp.search.storage import open_storage
 
-    summaries = optuna.get_all_study_summaries(open_storage(storage))
+    summaries = optuna.get_all_study_summaries(open_storage(storage, create=False))
     if not summaries:
         print(f"no study in {storage}")
     for s in sorted(summaries, key=lambda s: s.study_name):

@@ -38,7 +38,7 @@ def trial_rows(study) -> list[dict]:
             "epochs_reported": len(t.intermediate_values),
             **_last_epoch(t),
             "overrides": " ".join(t.user_attrs.get("overrides", [])),
-            "run": str(Path(run).relative_to(Path(run).parents[1])) if run else "",
+            "run": _shown_run(run) if run else "",
             "error": t.user_attrs.get("error", "") or "",
         })
     return rows
@@ -138,9 +138,14 @@ def param_importances(study) -> tuple[dict, str]:
         return {}, f"{name} could not be computed: {exc}"
 
 
+def _shown_run(run_dir: str) -> str:
+    """A trial's run as `<sweep>/<job>`: no machine's absolute path in a report."""
+    return str(Path(run_dir).relative_to(Path(run_dir).parents[1]))
+
+
 def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[str], list[str]]:
     """Markdown lines and the files written (trials CSV, plots) for one study."""
-    from aprelu_exp.search.storage import load_study
+    from aprelu_exp.search.storage import load_study, portable_storage
 
     out_dir = Path(out_dir)
     study = load_study(study_name, storage)
@@ -153,7 +158,7 @@ def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[st
     objective = attrs.get("objective", {})
     states = [r["state"] for r in rows]
     parts = [f"## Study `{study_name}`", "",
-             f"Storage `{storage}`; objective {objective.get('metric')} ({objective.get('direction')}, "
+             f"Storage `{portable_storage(storage)}`; objective {objective.get('metric')} ({objective.get('direction')}, "
              f"{objective.get('reduce')} epoch); {len(rows)} trial(s): "
              + ", ".join(f"{s} {states.count(s)}" for s in ("complete", "pruned", "fail", "running")
                          if states.count(s)) + ".",
@@ -165,7 +170,7 @@ def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[st
         best = study.best_trial
         parts += [f"**Best: trial {best.number}**, {objective.get('metric')} {best.value:.4f}: "
                   f"`{' '.join(best.user_attrs.get('overrides', []))}`"
-                  + (f" (run `{best.user_attrs['run_dir']}`)" if best.user_attrs.get("run_dir") else ""), ""]
+                  + (f" (run `{_shown_run(best.user_attrs['run_dir'])}`)" if best.user_attrs.get("run_dir") else ""), ""]
     except ValueError:
         parts += ["No trial has completed yet.", ""]
     parts += [_md(TRIAL_COLUMNS, [[r[c] for c in TRIAL_COLUMNS] for r in rows]), ""]

@@ -42,10 +42,43 @@ def normalise(storage: str | None, run_root: str | Path) -> str:
     return storage
 
 
-def open_storage(storage: str) -> Any:
-    """An Optuna storage object for a normalised storage string."""
+def _file_of(storage: str) -> Path | None:
+    if storage.startswith(JOURNAL_PREFIX):
+        return Path(storage[len(JOURNAL_PREFIX):])
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        return Path(storage[len("sqlite:///"):])
+    return None
+
+
+def portable_storage(storage: str) -> str:
+    """The storage as it may be written where others read it (a record, a report): a file under the
+    working directory relative to it (`sqlite:///runs/optuna.db`, which `normalise` reads back),
+    a file elsewhere by its name alone, a server URL without its password."""
+    path = _file_of(storage)
+    if path is not None:
+        try:
+            shown = str(path.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            shown = path.name
+        return (JOURNAL_PREFIX if storage.startswith(JOURNAL_PREFIX) else "sqlite:///") + shown
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:
+        return storage.split("@")[-1]
+
+
+def open_storage(storage: str, create: bool = True) -> Any:
+    """An Optuna storage object for a normalised storage string; with create=False a storage file
+    that does not exist is refused (the commands that only read a study)."""
     import optuna
 
+    path = _file_of(storage)
+    if not create and path is not None and not path.is_file():
+        raise UserError(f"no study storage at {path}: run a search first (python -m aprelu_exp "
+                        f"search=record_16_neighbourhood, or -m hydra/sweeper=optuna ...), or give the "
+                        f"storage it used with --storage (sqlite:///PATH, journal:PATH or a database URL).")
     if storage.startswith(JOURNAL_PREFIX):
         from optuna.storages.journal import JournalFileBackend
 
@@ -83,7 +116,7 @@ def load_study(study_name: str, storage: str):
     import optuna
 
     try:
-        return optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage, create=False))
     except KeyError:
         names = study_names(storage)
         raise UserError(f"no study named {study_name!r} in {storage}"
@@ -93,7 +126,7 @@ def load_study(study_name: str, storage: str):
 def study_names(storage: str) -> list[str]:
     import optuna
 
-    return sorted(s.study_name for s in optuna.get_all_study_summaries(open_storage(storage)))
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(open_storage(storage, create=False)))
 
 
 def write_search_ref(sweep_dir: Path, study_name: str, storage: str, extra: dict | None = None) -> None:

@@ -22,13 +22,21 @@ CPU_FLAGS_REPORTED = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_flags() -> frozenset[str]:
+def _cpuinfo() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+        return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    line = next((ln for ln in _cpuinfo().splitlines() if ln.startswith("flags")), "")
     return frozenset(line.split(":", 1)[-1].split())
+
+
+def onednn_bf16() -> bool:
+    """Whether PyTorch's oneDNN has bf16 kernels for this CPU (its own probe of the hardware)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def cpu_capability() -> dict:
@@ -36,9 +44,20 @@ def cpu_capability() -> dict:
     flags = cpu_flags()
     return {
         "torch_capability": torch.backends.cpu.get_cpu_capability(),
-        "onednn_bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "onednn_bf16": onednn_bf16(),
         **{flag: flag in flags for flag in CPU_FLAGS_REPORTED},
     }
+
+
+def capability_line() -> str:
+    """One line naming this CPU's kind, for logs that must say which machine they came from."""
+    cap = cpu_capability()
+    model = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo().splitlines()
+                  if ln.startswith("model name")), "unknown CPU")
+    amx = "yes" if cap["amx_bf16"] else "no"
+    return (f"CPU: {model}; vector level {cap['torch_capability']}; AVX-512 {'yes' if cap['avx512f'] else 'no'}; "
+            f"AVX512_BF16 {'yes' if cap['avx512_bf16'] else 'no'}; AMX-BF16 {amx}; "
+            f"oneDNN bf16 {'yes' if cap['onednn_bf16'] else 'no'}")
 
 
 def bf16_support(device_type: str) -> tuple[bool, str]:
@@ -47,8 +66,7 @@ def bf16_support(device_type: str) -> tuple[bool, str]:
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return True, ""
         return False, "this GPU has no bf16 support"
-    cap = cpu_capability()
-    if not cap["onednn_bf16"]:
+    if not onednn_bf16():
         return False, "PyTorch's oneDNN has no bf16 kernels for this CPU"
     flags = cpu_flags()
     if flags and not any(f in flags for f in BF16_CPU_FLAGS):
