@@ -155,6 +155,8 @@ def test_a_four_trial_search_matches_its_jobs(searched):
     best = study.best_trial
     assert f"## Study `{study.study_name}`" in report and f"**Best: trial {best.number}**" in report
     assert " ".join(best.user_attrs["overrides"]) in report
+    for written in (report, (sweep / "runs.csv").read_text(), (sweep / "study_trials.csv").read_text()):
+        assert str(root) not in written and str(root.parent) not in written  # no absolute run root
     for name in ("study_trials.csv", "study_history.png", "study_epochs.png", "study_slice.png"):
         assert (sweep / name).stat().st_size > 0, name
     assert "Parameter importances (fANOVA)" in report or len(
@@ -193,6 +195,9 @@ def test_promote_writes_the_best_trial_as_a_record(searched):
         assert list(saved.defaults) == ["record_16", "_self_"]
         assert saved.record.provenance == "searched" and saved.record.parent == "record_16"
         assert study.study_name in saved.record.source and f"trial {best.number}" in saved.record.source
+        # No machine's paths in a file others read: the storage is named by its file alone here
+        # (the run root lies outside the working directory).
+        assert str(root) not in text and "sqlite:////" not in text and "(sqlite:///optuna.db)" in text
         # Exactly the trial's changes against record 16 (lr 0.1, reduction 16), nothing else.
         expected = {f"optim.lr: 0.1 -> {best.params['optim.lr']!r}"}
         if best.params["model.reduction"] != 16:

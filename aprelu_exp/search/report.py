@@ -145,6 +145,7 @@ def _shown_run(run_dir: str) -> str:
 
 def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[str], list[str]]:
     """Markdown lines and the files written (trials CSV, plots) for one study."""
+    from aprelu_exp.report.collect import LOCATION_OVERRIDES
     from aprelu_exp.search.storage import load_study, portable_storage
 
     out_dir = Path(out_dir)
@@ -163,7 +164,8 @@ def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[st
              + ", ".join(f"{s} {states.count(s)}" for s in ("complete", "pruned", "fail", "running")
                          if states.count(s)) + ".",
              "", "Space: " + "; ".join(f"`{k}` {v}" for k, v in (attrs.get("space") or {}).items()),
-             "", "Fixed for every trial: `" + " ".join(attrs.get("fixed_overrides") or []) + "`"
+             "", "Fixed for every trial: `" + " ".join(o for o in attrs.get("fixed_overrides") or []
+                                                     if not o.lstrip("+~").startswith(LOCATION_OVERRIDES)) + "`"
              + ("; resolved: " + ", ".join(f"{k}={v}" for k, v in attrs["trial_settings"].items())
                 if attrs.get("trial_settings") else ""), ""]
     try:
