@@ -60,6 +60,10 @@ def main(cfg: DictConfig) -> float | None:
                 "launcher re-runs the command line per device, which would re-launch the sweep. "
                 "Run each DDP job as its own command, or sweep with the submitit launcher "
                 "(hydra/launcher=submitit_slurm, one task per GPU) and trainer.strategy=ddp there.")
+        if not multirun and int(cfg.get("replicates") or 1) != 1:
+            raise UserError(f"replicates={cfg.replicates} asks for {cfg.replicates} runs (one per seed); "
+                            f"that is a sweep: add -m (python -m aprelu_exp -m ... replicates="
+                            f"{cfg.replicates}).")
         if cfg.get("resume"):
             fresh_dir = run_dir
             cfg, run_dir = _resume_config(cfg, list(hc.overrides.task))

@@ -8,7 +8,7 @@ next to the code they protect and run before training starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -100,6 +100,9 @@ class RecordSchema:
     provenance: Optional[str] = None
     source: Optional[str] = None
     change: Optional[str] = None
+    # How the record was confirmed against its parent (records promote --confirm, records confirm):
+    # seeds, both means, the difference with its interval, P(A > B), the settings and the commit.
+    evidence: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -121,6 +124,7 @@ class TrialSchema:
 @dataclass
 class RootSchema:
     seed: Optional[int] = 0
+    replicates: int = 1
     budget: Optional[int] = None
     resume: Optional[str] = None
     resume_from: str = "last"

@@ -5,6 +5,7 @@ class UserError(Exception):
     """Bad input (config, data, checkpoint). The CLI prints the message alone and exits with 2."""
 
     exit_code = 2
+    prefix = "error"
 
 
 def run_command(command) -> int:
@@ -15,6 +16,6 @@ def run_command(command) -> int:
     try:
         command()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return UserError.exit_code
+        print(f"{exc.prefix}: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0

@@ -1,5 +1,5 @@
-"""`python -m aprelu_exp.records list | show RECORD | diff A B | promote TRIAL_OR_STUDY --name NAME`
-(A, B: record names or run dirs)."""
+"""`python -m aprelu_exp.records list | show RECORD | diff A B | promote TRIAL_OR_STUDY --name NAME
+[--confirm N] [overrides] | confirm RECORD --seeds N overrides` (A, B: record names or run dirs)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,32 @@ from omegaconf import OmegaConf
 
 from aprelu_exp.errors import run_command
 from aprelu_exp.records.lineage import config_diff, lineage, load_config
+
+
+def evidence_lines(name: str, rec: dict) -> list[str]:
+    """What is known of a record's accuracy: the article's number, and the reproduced mean."""
+    from aprelu_exp.records.article import article_results
+
+    lines = []
+    reported = article_results().get(name)
+    if reported:
+        last = (reported.get("epochs") or [None])[-1]
+        if last:
+            lines.append(f"article: val_acc {last['val_acc']:.4f} at epoch {last['epoch']} ({reported['eval_mode']} "
+                         f"evaluation)")
+        elif reported.get("final"):
+            f = reported["final"]
+            lines.append(f"article: test_acc {f['test_acc']:.4f} after {f['epoch']} epochs")
+    ev = rec.get("evidence")
+    if ev:
+        lines.append(f"reproduced: {ev['metric']} {ev['mean']:.4f} [{ev['ci'][0]:.4f}, {ev['ci'][1]:.4f}] "
+                     f"(n={ev['n']}, {ev['settings']}); vs parent {ev['diff_mean']:+.4f} "
+                     f"[{ev['diff_ci'][0]:+.4f}, {ev['diff_ci'][1]:+.4f}], P(better) {ev['p_better']:.2f}: "
+                     f"{'confirmed' if ev.get('confirmed') else 'UNCONFIRMED'}")
+    elif rec.get("provenance") == "searched":
+        lines.append("reproduced: not confirmed (python -m aprelu_exp.records confirm "
+                     f"{name} --seeds 3 budget=10)")
+    return lines
 
 
 def cmd_list() -> None:
@@ -22,6 +48,8 @@ def cmd_list() -> None:
         pad = "    " * depth + ("└── " if depth else "")
         print(f"{pad}{name}  [{rec.get('provenance')}]  parent: {rec.get('parent') or '-'}")
         print(f"{'    ' * (depth + 1)}change: {rec.get('change')}")
+        for line in evidence_lines(name, rec):
+            print(f"{'    ' * (depth + 1)}{line}")
         for child in sorted(children.get(name, [])):
             walk(child, depth + 1)
 
@@ -49,12 +77,20 @@ def cmd_diff(a: str, b: str) -> None:
 def cmd_promote(args) -> None:
     from aprelu_exp.records.promote import promote
 
-    path = promote(args.ref, args.name, storage=args.storage, number=args.trial, force=args.force)
+    path = promote(args.ref, args.name, storage=args.storage, number=args.trial, force=args.force,
+                   confirm=args.confirm, overrides=args.overrides)
     print(f"wrote {path}")
     print(path.read_text(), end="")
     parent = load_config(args.name).record.parent
     print(f"\nCheck it: python -m aprelu_exp.records diff {parent} {args.name}\n"
           f"Train it:  python -m aprelu_exp experiment={args.name}")
+
+
+def cmd_confirm(args) -> None:
+    from aprelu_exp.records.confirm import confirm_record
+
+    path = confirm_record(args.record, args.seeds, args.overrides, force=args.force, metric=args.metric)
+    print(f"wrote the evidence into {path}")
 
 
 def main(argv=None) -> int:
@@ -71,9 +107,28 @@ def main(argv=None) -> int:
     p_promote.add_argument("--name", required=True, help="the new record's name, e.g. record_17")
     p_promote.add_argument("--storage", help="the study's storage when REF is a study name (default: runs/optuna.db)")
     p_promote.add_argument("--trial", type=int, help="promote this trial number instead of the study's best")
-    p_promote.add_argument("--force", action="store_true", help="replace an existing record of that name")
-    args = parser.parse_args(argv)
-    commands = {"list": cmd_list, "show": lambda: cmd_show(args.ref), "promote": lambda: cmd_promote(args),
+    p_promote.add_argument("--force", action="store_true", help="replace an existing record of that name "
+                           "(with --confirm: write it even when not confirmed, marked unconfirmed)")
+    p_promote.add_argument("--confirm", type=int, metavar="N", help="first train the trial and its parent "
+                           "with N seeds each; write only if the trial is better on the search's objective")
+    p_promote.add_argument("overrides", nargs="*", help="with --confirm: settings on top of the search's "
+                           "(budget=10, hydra/launcher=submitit_slurm, ...)")
+    p_confirm = sub.add_parser("confirm", help="train a record and its parent with N seeds each; write the "
+                               "evidence into the record when it is better")
+    p_confirm.add_argument("record")
+    p_confirm.add_argument("--seeds", type=int, default=3)
+    p_confirm.add_argument("--metric", default="final_val_acc_article")
+    p_confirm.add_argument("--force", action="store_true", help="write the evidence even when not confirmed")
+    p_confirm.add_argument("overrides", nargs="*", help="budget=N (required), data.train_subset=..., perf=fast, ...")
+    # Overrides may follow the options (confirm record_17 --seeds 3 budget=10), which argparse's
+    # subcommands do not take as positionals: collect the key=value leftovers here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or args.cmd not in ("promote", "confirm")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    commands = {"confirm": lambda: cmd_confirm(args), "list": cmd_list, "show": lambda: cmd_show(args.ref), "promote": lambda: cmd_promote(args),
                 "diff": lambda: cmd_diff(args.a, args.b)}
     return run_command(commands[args.cmd])
 

@@ -10,9 +10,10 @@ from aprelu_exp import config_schema  # noqa: F401  (registers the typed schemas
 from aprelu_exp.compose import CONF_DIR, compose_config
 from aprelu_exp.errors import UserError
 
-# Keys that describe where or how a run was started, not what it trains.
-NON_SETTINGS = ("record.", "run_root", "resume", "data.root", "progress_refresh_rate", "trial.",
-                "trainer.enable_progress_bar", "trainer.enable_model_summary")
+# Keys (and override prefixes) that describe where or how a run was started or logged, not what it
+# trains: the one list for record diffs, report labels and a promoted record's search settings.
+NON_SETTINGS = ("record.", "replicates", "run_root", "resume", "data.root", "progress_refresh_rate", "trial.", "hydra.",
+                "logger", "trainer.enable_progress_bar", "trainer.enable_model_summary")
 
 
 def record_names() -> list[str]:
@@ -60,6 +61,11 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
     data = OmegaConf.to_container(cfg, resolve=True)
     data.pop("hydra", None)
     return {k: v for k, v in flatten(data).items() if not k.startswith(NON_SETTINGS)}
+
+
+def settings_without_seed(cfg: DictConfig) -> tuple:
+    """What a run trains, but its seed: runs with equal keys are replicates of one configuration."""
+    return tuple(sorted((k, repr(v)) for k, v in _settings(cfg).items() if k != "seed"))
 
 
 MISSING = "<absent>"

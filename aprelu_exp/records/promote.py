@@ -12,6 +12,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from aprelu_exp.errors import UserError
+from aprelu_exp.records.confirm import SETTING_KEYS
 from aprelu_exp.records.lineage import CONF_DIR, compose_record, config_diff, record_names
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -90,8 +91,30 @@ def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def objective_metric(objective: dict) -> str:
+    """The report's metric column for a search objective (val_acc_article, last epoch -> final_...)."""
+    from aprelu_exp.report.evidence import METRIC_NAMES
+
+    column = f"{'best' if objective.get('reduce') == 'best' else 'final'}_{objective.get('metric', 'val_acc_article')}"
+    if column not in METRIC_NAMES:
+        raise UserError(f"the search optimised {objective.get('metric')!r} ({objective.get('reduce')} epoch); a "
+                        f"confirmation compares one of {', '.join(METRIC_NAMES)}.")
+    return column
+
+
+def confirm_out_dir(name: str, run_root: str | Path = "runs") -> Path:
+    from aprelu_exp.runs.rundir import unique_suffix
+
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return Path(run_root) / "confirm" / f"{stamp}_{name}_{unique_suffix()}"
+
+
 def promote(ref: str, name: str, storage: str | None = None, number: int | None = None,
-            force: bool = False, conf_dir: Path = CONF_DIR) -> Path:
+            force: bool = False, conf_dir: Path = CONF_DIR, confirm: int | None = None,
+            overrides: list[str] | None = None, out_dir: Path | None = None) -> Path:
+    """Write the trial as conf/experiment/NAME.yaml. With confirm=N, first train it and its parent with
+    N seeds each (the search's settings, `overrides` on top) and write only when the candidate is
+    better on the search's objective (NotConfirmed otherwise; force writes it marked unconfirmed)."""
     if not _NAME.match(name):
         raise UserError(f"--name {name!r}: a record name is letters, digits and _ (it becomes "
                         f"conf/experiment/{name}.yaml and experiment={name}).")
@@ -106,18 +129,31 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
     target = Path(conf_dir) / "experiment" / f"{name}.yaml"
     if target.exists() and not force:
         raise UserError(f"{target} exists; choose another --name, or pass --force to replace it.")
-    overrides = list(trial.user_attrs.get("overrides") or [])
+    trial_overrides = list(trial.user_attrs.get("overrides") or [])
     parent_cfg = compose_record(parent)
-    changes = config_diff(parent_cfg, compose_record(parent, overrides))
+    changes = config_diff(parent_cfg, compose_record(parent, trial_overrides))
     if not changes:
-        raise UserError(f"trial {trial.number} trains exactly what {parent} trains ({' '.join(overrides)}); "
-                        f"there is nothing to promote.")
-    child_cfg = compose_record(parent, overrides)
+        raise UserError(f"trial {trial.number} trains exactly what {parent} trains ({' '.join(trial_overrides)}); "
+                        f"there is nothing to promote{' or confirm' if confirm else ''}.")
+    child_cfg = compose_record(parent, trial_overrides)
     objective = attrs.get("objective", {})
     from aprelu_exp.report.collect import LOCATION_OVERRIDES
     from aprelu_exp.search.storage import portable_storage
 
     fixed = " ".join(o for o in attrs.get("fixed_overrides", []) if not o.lstrip("+~").startswith(LOCATION_OVERRIDES))
+    evidence = None
+    if confirm is not None:
+        from aprelu_exp.records.confirm import NotConfirmed, describe, merge_settings, run_confirmation
+
+        searched = {k: v for k, v in (attrs.get("trial_settings") or {}).items() if k in SETTING_KEYS}
+        metric = objective_metric(objective)
+        settings = merge_settings(searched, list(overrides or []))
+        evidence = run_confirmation(parent, [f"experiment={parent}", *trial_overrides], confirm, settings,
+                                    out_dir or confirm_out_dir(name), metric)
+        print(f"confirm: {name}: {describe(evidence, parent)}", flush=True)
+        if not evidence["confirmed"] and not force:
+            raise NotConfirmed(f"{name} was not confirmed: {describe(evidence, parent)} Nothing was written; "
+                               f"--force writes it marked unconfirmed.")
     record = {
         "name": name, "parent": parent, "provenance": "searched",
         "source": (f"Optuna study {study.study_name} ({portable_storage(storage)}), trial {trial.number}: "
@@ -125,6 +161,8 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
                    + (f"; search overrides: {fixed}" if fixed else "")),
         "change": "; ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in changes),
     }
+    if evidence is not None:
+        record["evidence"] = evidence
     body = {"record": record, **_nested(child_cfg, [k for k, _, _ in changes])}
     header = (f"# @package _global_\n"
               f"# Promoted on {dt.date.today().isoformat()} from trial {trial.number} of the search around "

@@ -1,4 +1,5 @@
-"""`python -m aprelu_exp.report RUN_OR_SWEEP_DIR... --out DIR`: report.md, runs.csv, plots."""
+"""`python -m aprelu_exp.report RUN_OR_SWEEP_DIR... --out DIR [--baseline GROUP] [--paired]`: report.md,
+runs.csv, groups.csv (seeds as replicates), comparisons.csv and plots."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,10 @@ def main(argv=None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="run directories or folders holding runs")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md, runs.csv, *.png")
     parser.add_argument("--title", default="aprelu-exp report")
+    parser.add_argument("--baseline", help="compare every group against this one (a group's name as "
+                        "groups.csv gives it), instead of every pair of groups")
+    parser.add_argument("--paired", action="store_true",
+                        help="insist on paired comparisons: same seeds, groups that differ in one key")
     args = parser.parse_args(argv)
     return run_command(lambda: report(args))
 
@@ -27,8 +32,13 @@ def report(args) -> None:
     if not find_runs(args.paths):
         raise UserError(f"no run directories under {', '.join(map(str, args.paths))}: a run directory "
                         f"holds status.json, metrics.csv or .hydra/. Nothing was written.")
-    result = build_report(args.paths, args.out, args.title)
+    strict = args.baseline is not None or args.paired
+    result = build_report(args.paths, args.out, args.title, baseline=args.baseline,
+                          paired=True if args.paired else None, strict=strict)
     print(f"{result['runs']} run(s) -> {args.out}/: {', '.join(result['files'])}")
+    for row in result["comparisons"]:
+        print(f"{row['a']} vs {row['b']}, {row['metric']}: {row['diff_mean']:+.4f} "
+              f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], P(A>B) {row['p_better']:.2f}: {row['verdict']}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from aprelu_exp.records.lineage import NON_SETTINGS
 from aprelu_exp.runs.rundir import CONFIG_FILE, METRICS_FILE, STATUS_FILE, SUMMARY_FILE, read_status
 from aprelu_exp.runs.summary import metrics_summary
 
@@ -120,9 +121,8 @@ def attach_changes(runs: list[RunInfo]) -> None:
 
 
 # Overrides that say where or how a run was started, not what it trains (trial.*: the search's
-# link from a job to its trial).
-LOCATION_OVERRIDES = ("run_root", "data.root", "resume", "hydra.", "trainer.enable_progress_bar",
-                      "trainer.enable_model_summary", "progress_refresh_rate", "logger", "trial.")
+# link from a job to its trial): the records' own list.
+LOCATION_OVERRIDES = NON_SETTINGS
 
 
 def setting_overrides(run: RunInfo) -> list[str]:

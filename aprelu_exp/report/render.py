@@ -164,3 +164,83 @@ def plot_curves(runs: list[RunInfo], out_dir: Path) -> list[str]:
         plt.close(fig)
         written.append(fname)
     return written
+
+
+def write_rows(rows: list[dict], columns, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _num(v, digits=4) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.{digits}f}"  # NaN: n < 2
+    return str(v)
+
+
+def evidence_markdown(group_rows: list[dict], comparisons: list[dict], notes: list[str]) -> list[str]:
+    from aprelu_exp.report.evidence import COMPARISON_COLUMNS, GROUP_COLUMNS, P_BETTER_THRESHOLD
+
+    if not group_rows:
+        return []
+    parts = ["", "## Groups: runs that differ only in their seed", "",
+             "Mean, standard deviation and 95 % interval of the mean (Student's t, n - 1 degrees of "
+             "freedom) over the seeds of each group.", "",
+             _md_table(list(GROUP_COLUMNS), [[_num(r[c]) for c in GROUP_COLUMNS] for r in group_rows])]
+    parts += [""] + [f"- {n}" for n in notes] if notes else []
+    if comparisons:
+        parts += ["", "## Comparisons", "",
+                  "diff_mean = A - B with its 95 % interval (paired t-test on the per-seed differences "
+                  "where both groups ran the same seeds, else Welch's t-test); p_better = P(a run of A "
+                  f"beats a run of B). Verdict: a better when the interval lies above 0 and p_better >= "
+                  f"{P_BETTER_THRESHOLD}; b better symmetrically; otherwise no detectable difference.", "",
+                  _md_table(list(COMPARISON_COLUMNS), [[_num(r[c]) for c in COMPARISON_COLUMNS]
+                                                       for r in comparisons])]
+    return parts
+
+
+def plot_group_curves(groups, out_dir: Path) -> list[str]:
+    """Each group's mean per epoch with its 95 % t band (groups of 2+ runs), both validation modes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    from aprelu_exp.report.evidence import mean_interval
+
+    if not any(len(g.runs) >= 2 for g in groups):
+        return []
+    keys = ("val_acc_article", "val_acc", "train_acc")
+    fig, axes = plt.subplots(1, len(keys), figsize=(15, 5), sharey=True)
+    for ax, key in zip(axes, keys):
+        for i, g in enumerate(groups):
+            per_epoch: dict[int, list[float]] = {}
+            for run in g.runs:
+                for r in run.rows:
+                    if r.get(key):
+                        per_epoch.setdefault(int(r["epoch"]) + 1, []).append(float(r[key]))
+            if not per_epoch:
+                continue
+            epochs = sorted(per_epoch)
+            stats = [mean_interval(per_epoch[e]) for e in epochs]
+            color = f"C{i % 10}"
+            ax.plot(epochs, [s["mean"] for s in stats], "-", color=color, marker="o" if len(epochs) < 30 else None,
+                    markersize=3, label=f"{g.label} (n={len(g.runs)})")
+            if len(g.runs) >= 2:
+                ax.fill_between(epochs, np.array([s["ci_low"] for s in stats], float),
+                                np.array([s["ci_high"] for s in stats], float), color=color, alpha=0.2, lw=0)
+        ax.set_title(f"{key}: group mean, 95 % t band", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(out_dir / "groups_accuracy.png", dpi=110)
+    plt.close(fig)
+    return ["groups_accuracy.png"]

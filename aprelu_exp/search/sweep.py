@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from aprelu_exp.errors import UserError
+from aprelu_exp.runs.replicates import replicate_seeds
 from aprelu_exp.search.space import SearchSpace, as_overrides, corner_points, format_value, parse_space
 from aprelu_exp.search.storage import normalise, open_storage, write_search_ref
 from aprelu_exp.search.trial_link import PRUNER_ATTR
@@ -212,9 +213,19 @@ class Search:
                 f"trial.metric={self.objective.metric}",
                 f"hydra.sweep.subdir=trial_{trial.number:04d}_${{record.name}}"]
 
+    def replicate_jobs(self, trial, overrides: list[str]) -> list[list[str]]:
+        """One job per replicate seed (replicates=N); each reports to the trial, whose value is their mean."""
+        base = self.space.fixed + overrides + self.link_overrides(trial)
+        if len(self.seeds) == 1:
+            return [base]
+        base = [o for o in base if o.split("=", 1)[0].lstrip("+~") != "seed"]
+        return [[*base, f"seed={s}", f"hydra.sweep.subdir=trial_{trial.number:04d}_seed{s}_${{record.name}}"]
+                for s in self.seeds]
+
     def run(self) -> list:
         import optuna
 
+        self.seeds = replicate_seeds(self.config)
         self.check_space()
         study, existing, grid = self.open_study()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +255,7 @@ class Search:
                 batch.append((trial, overrides))
             if not batch:
                 continue
-            jobs = [self.space.fixed + ov + self.link_overrides(t) for t, ov in batch]
+            jobs = [job for t, ov in batch for job in self.replicate_jobs(t, ov)]
             try:
                 results = self.sw.launcher.launch(jobs, initial_job_idx=job_idx)
             except BaseException as exc:
@@ -252,9 +263,10 @@ class Search:
                     self.tell_stopped(study, trial, exc)
                 self.write_report(interrupted=True)
                 raise
-            job_idx += len(batch)
-            for (trial, _), ret in zip(batch, results):
-                self.tell_outcome(study, trial, ret)
+            job_idx += len(jobs)
+            n = len(self.seeds)
+            for i, (trial, _) in enumerate(batch):
+                self.tell_outcome(study, trial, results[i * n:(i + 1) * n])
             returns.append(results)
             if asked < self.n_trials:  # mid-search; the sweep's own callback writes the final one
                 self.write_report()
@@ -269,34 +281,51 @@ class Search:
         trial.set_user_attr("error", f"the search stopped ({type(exc).__name__}) while this trial ran")
         _tell(study, trial, state=optuna.trial.TrialState.FAIL)
 
-    def tell_outcome(self, study, trial, ret) -> None:
-        import optuna
-
+    def job_outcome(self, ret) -> tuple[str, float | None, str | None, Path, list[dict]]:
+        """(state, objective value, error, run directory, metrics rows) of one job."""
         from aprelu_exp.report.collect import read_metrics_rows
         from aprelu_exp.runs.rundir import read_status
 
-        TS = optuna.trial.TrialState
         run_dir = Path(str(OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")))
         status = read_status(run_dir)
         state, error = status.get("status", "unknown"), status.get("error")
         rows = read_metrics_rows(run_dir)
+        value = self.objective.value(rows)
+        if state == "finished" and value is None:
+            error = f"no finite {self.objective.metric} in metrics.csv"
+        if error is None and state != "finished" and getattr(ret, "status", None) is not None \
+                and ret.status.name == "FAILED":
+            error = str(getattr(ret, "_return_value", "the job raised"))
+        return state, value, error, run_dir, rows
+
+    def tell_outcome(self, study, trial, rets) -> None:
+        """Tell the trial its outcome: its job's, or with replicates the mean over its seeds (pruned
+        when any replicate was pruned, failed when any failed)."""
+        import optuna
+
+        TS = optuna.trial.TrialState
+        outcomes = [self.job_outcome(ret) for ret in rets]
+        state, value, error, run_dir, rows = outcomes[0]
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("status", state)
         trial.set_user_attr("epochs", len(rows))
         if rows:  # both validation modes, whichever one the search optimises
             from aprelu_exp.search.report import last_epoch_values
 
             trial.set_user_attr("last_epoch", last_epoch_values(rows))
-        value = self.objective.value(rows)
+        if len(outcomes) > 1:
+            trial.set_user_attr("replicates", [{"seed": s, "status": o[0], "value": o[1], "run_dir": str(o[3])}
+                                               for s, o in zip(self.seeds, outcomes)])
+            states = [o[0] for o in outcomes]
+            bad = next((o for o in outcomes if o[0] != "finished" or o[1] is None), None)
+            state = "pruned" if "pruned" in states else ("finished" if bad is None else bad[0])
+            error = None if bad is None else f"seed {self.seeds[outcomes.index(bad)]}: {bad[2]}"
+            value = sum(o[1] for o in outcomes) / len(outcomes) if bad is None else None
+        trial.set_user_attr("status", state)
         if state == "pruned":
             _tell(study, trial, state=TS.PRUNED)
         elif state == "finished" and value is not None:
             _tell(study, trial, value)
         else:
-            if state == "finished":
-                error = f"no finite {self.objective.metric} in metrics.csv"
-            if error is None and getattr(ret, "status", None) is not None and ret.status.name == "FAILED":
-                error = str(getattr(ret, "_return_value", "the job raised"))
             trial.set_user_attr("error", error or f"run ended {state}")
             _tell(study, trial, state=TS.FAIL)
         log.info("trial %d: %s%s", trial.number, state,
