@@ -117,7 +117,6 @@ class TrialSchema:
     study: Optional[str] = None
     storage: Optional[str] = None
     number: Optional[int] = None
-    id: Optional[int] = None
     metric: Optional[str] = None
 
 

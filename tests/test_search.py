@@ -316,3 +316,25 @@ def test_trials_run_in_parallel_through_the_joblib_launcher(tmp_path, cli_env):
         assert t.intermediate_values == {int(r["epoch"]): float(r["val_acc_article"]) for r in _metrics(run)}
         pids.add(json.loads((run / "status.json").read_text())["pid"])
     assert len(pids) == 2  # two worker processes, not the sweeper's own
+
+
+@pytest.mark.slow
+def test_a_search_with_replicates_runs_every_trial_with_each_seed(tmp_path, cli_env):
+    out = _search(tmp_path, cli_env, "budget=1", "model.reduction=choice(4,16)", "hydra.sweeper.n_trials=2",
+                  "replicates=2", "seed=3", "hydra/sweeper/pruner=none")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _study(tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for t in study.trials:
+        reps = t.user_attrs["replicates"]
+        assert [r["seed"] for r in reps] == [3, 4]
+        values = []
+        for rep in reps:
+            cfg = OmegaConf.load(Path(rep["run_dir"]) / "config.yaml")
+            assert cfg.seed == rep["seed"] and cfg.model.reduction == t.params["model.reduction"]
+            values.append(float(_metrics(rep["run_dir"])[-1]["val_acc_article"]))
+        # The trial's value is the mean over its seeds, read back from the runs' own metrics.
+        assert t.value == pytest.approx(sum(values) / 2)
+    (sweep,) = _sweeps(tmp_path)
+    groups = list(csv.DictReader(open(sweep / "groups.csv")))
+    assert {g["n"] for g in groups} == {"2"} and len({g["group"] for g in groups}) == 2

@@ -77,11 +77,6 @@ def config_diff(a: DictConfig, b: DictConfig) -> list[tuple[str, Any, Any]]:
     return [(k, fa.get(k, MISSING), fb.get(k, MISSING)) for k in keys if fa.get(k, MISSING) != fb.get(k, MISSING)]
 
 
-def parent_of(cfg: DictConfig) -> str | None:
-    rec = cfg.get("record") or {}
-    return rec.get("parent")
-
-
 def lineage() -> dict[str, dict]:
     """Every record's metadata, keyed by name, as its composed config states it."""
     out = {}

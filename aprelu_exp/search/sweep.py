@@ -209,7 +209,7 @@ class Search:
     # -- the loop -------------------------------------------------------------------------------
     def link_overrides(self, trial) -> list[str]:
         return [f"trial.study={format_value(self.study_name)}", f"trial.storage={format_value(self.storage)}",
-                f"trial.number={trial.number}", f"trial.id={trial._trial_id}",
+                f"trial.number={trial.number}",
                 f"trial.metric={self.objective.metric}",
                 f"hydra.sweep.subdir=trial_{trial.number:04d}_${{record.name}}"]
 
@@ -276,7 +276,8 @@ class Search:
     def tell_stopped(self, study, trial, exc: BaseException) -> None:
         import optuna
 
-        if study._storage.get_trial(trial._trial_id).state.is_finished():
+        stored = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        if stored.state.is_finished():
             return
         trial.set_user_attr("error", f"the search stopped ({type(exc).__name__}) while this trial ran")
         _tell(study, trial, state=optuna.trial.TrialState.FAIL)
@@ -295,7 +296,10 @@ class Search:
             error = f"no finite {self.objective.metric} in metrics.csv"
         if error is None and state != "finished" and getattr(ret, "status", None) is not None \
                 and ret.status.name == "FAILED":
-            error = str(getattr(ret, "_return_value", "the job raised"))
+            try:
+                ret.return_value  # Hydra's JobReturn re-raises the job's exception here
+            except Exception as exc:  # noqa: BLE001  (any job error becomes the trial's note)
+                error = f"{type(exc).__name__}: {exc}"
         return state, value, error, run_dir, rows
 
     def tell_outcome(self, study, trial, rets) -> None:
@@ -374,9 +378,3 @@ def run_search(sweeper, arguments: list[str]) -> Any:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(UserError.exit_code)
-    except ImportError as exc:
-        if "optuna" in str(exc):
-            print("error: the search needs Optuna: pip install 'optuna>=4' (scripts/setup.sh installs it).",
-                  file=sys.stderr)
-            sys.exit(UserError.exit_code)
-        raise

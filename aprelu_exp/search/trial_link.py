@@ -23,7 +23,6 @@ class TrialLink:
     study: str
     storage: str
     number: int
-    trial_id: int
     metric: str
 
 
@@ -31,12 +30,12 @@ def trial_link(cfg: DictConfig) -> TrialLink | None:
     t = cfg.get("trial")
     if not t or t.get("number") is None:
         return None
-    missing = [k for k in ("study", "storage", "id", "metric") if t.get(k) in (None, "")]
+    missing = [k for k in ("study", "storage", "metric") if t.get(k) in (None, "")]
     if missing:
         raise UserError(f"trial.number is set but trial.{', trial.'.join(missing)} is not: the trial "
                         f"keys are written by the search sweeper (hydra/sweeper=optuna); leave them all null "
                         f"for a run outside a search.")
-    return TrialLink(str(t.study), str(t.storage), int(t.number), int(t.id), str(t.metric))
+    return TrialLink(str(t.study), str(t.storage), int(t.number), str(t.metric))
 
 
 def build_pruner(spec: dict | None):
@@ -65,10 +64,15 @@ class TrialReporter(pl.Callback):
         except KeyError:
             raise UserError(f"trial.study={link.study!r} is not in {link.storage}; this job belongs "
                             f"to a search whose storage is gone or moved.") from None
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, link.number)
+        except KeyError:
+            raise UserError(f"trial.number={link.number} is not a trial of study {link.study!r} in "
+                            f"{link.storage}.") from None
         spec = storage.get_study_user_attrs(study_id).get(PRUNER_ATTR)
         self.study = optuna.load_study(study_name=link.study, storage=storage, pruner=build_pruner(spec))
-        self.trial = optuna.trial.Trial(self.study, link.trial_id)
-        state = storage.get_trial(link.trial_id).state
+        self.trial = optuna.trial.Trial(self.study, trial_id)
+        state = storage.get_trial(trial_id).state
         self.active = not state.is_finished()
         if not self.active:
             log.warning("trial %d of study %s is already %s; this run does not report to it.",
