@@ -49,6 +49,8 @@ def test_bench_writes_fp32_and_bf16_side_by_side(cli_env, tmp_path):
     assert r["peak_memory_mb"] > 100 and r["environment"]["torch_threads"] >= 1
     assert "end-to-end epoch" in out.stdout and "convolutions alone" in out.stdout
     assert "avx512_bf16=" in out.stdout
+    # The profiler's native start/stop lines never reach the user.
+    assert "USDT:" not in out.stdout + out.stderr and "profiler_start" not in out.stdout + out.stderr
 
 
 def test_profiler_lines_are_kept_out_of_what_the_user_sees(capfd):

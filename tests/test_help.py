@@ -66,7 +66,8 @@ def test_help_names_every_group_option_and_record(help_text):
         # The record's own stated change, read from its config (not a copy).
         assert re.search(rf"^{name}\s+\[\w+\] " + re.escape(" ".join(change.split())), section, re.M), name
     for command in ("experiment=record_15", "-m ", "resume=", "budget=", "--cfg job",
-                    "search=record_16_neighbourhood", "hydra/sweeper=optuna", "records promote"):
+                    "search=record_16_neighbourhood", "hydra/sweeper=optuna", "records promote",
+                    "replicates=3", "--confirm 3", "records confirm", "--baseline"):
         assert command in help_text, command
     assert "$APRELU_DATA_ROOT" in help_text and "runs/" in help_text
 

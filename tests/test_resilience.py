@@ -1,4 +1,7 @@
-"""Faults: SIGKILL mid-epoch then resume, DDP on CPU, non-finite loss, foreign checkpoints."""
+"""Faults: SIGKILL mid-epoch then resume, DDP on CPU, non-finite loss, foreign checkpoints.
+
+The runs that are killed, and DDP's second process, are real processes; the reference runs and the
+resumes go through the main command in process (tests/inprocess.py)."""
 import csv
 import math
 import os
@@ -13,8 +16,9 @@ import pytest
 import torch
 
 from aprelu_exp.runs.rundir import read_status
-import inprocess
-from test_cli import REPO, run_cli, run_dirs
+from inprocess import run_cli
+import test_cli
+from test_cli import run_dirs
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_loss_keras", "train_acc", "val_loss", "val_acc",
                   "val_loss_article", "val_acc_article")
@@ -126,7 +130,8 @@ def test_ddp_on_two_cpu_processes_matches_one_process(cli_env, tmp_path):
     args = SMALL + ["trainer.max_epochs=1"]
     one = run_cli([f"run_root={tmp_path / 'one'}", *args, "trainer=cpu"], cli_env, cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-2000:]
-    ddp = run_cli([f"run_root={tmp_path / 'ddp'}", *args, "trainer=ddp_cpu"], cli_env, cwd=tmp_path)
+    # Lightning's DDP launcher starts the second process from the command line: a real process.
+    ddp = test_cli.run_cli([f"run_root={tmp_path / 'ddp'}", *args, "trainer=ddp_cpu"], cli_env, cwd=tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     (run_one,) = run_dirs(tmp_path / "one")
     (run_ddp,) = run_dirs(tmp_path / "ddp")  # logs once: one run directory, one row per epoch
@@ -150,7 +155,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(cli_env, tmp_path):
 
 
 def test_multirun_with_ddp_is_refused(cli_env, tmp_path):
-    out = inprocess.run_cli(["-m", f"run_root={tmp_path}", "trainer=ddp_cpu", "seed=1,2"], cli_env, cwd=tmp_path)
+    out = run_cli(["-m", f"run_root={tmp_path}", "trainer=ddp_cpu", "seed=1,2"], cli_env, cwd=tmp_path)
     assert "inside a Hydra multirun (-m) is refused" in out.stderr
     for status in tmp_path.rglob("status.json"):
         assert read_status(status.parent)["status"] == "failed"

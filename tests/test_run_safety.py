@@ -16,6 +16,7 @@ from aprelu_exp.errors import UserError
 from aprelu_exp.runs import checkpoint as ckpt_module
 from aprelu_exp.runs.rundir import read_status
 from aprelu_exp.train import train
+import inprocess
 from test_cli import run_cli, run_dirs
 
 ONE = ["data.train_subset=200", "data.test_subset=100", "trainer.max_epochs=1"]
@@ -158,7 +159,7 @@ def test_a_second_resume_of_a_running_run_is_refused(cli_env, tmp_path):
         while time.time() < deadline and not any((d / "checkpoints" / "last.ckpt").exists() for d in run_dirs(tmp_path)):
             time.sleep(0.2)
         (run,) = run_dirs(tmp_path)
-        second = run_cli([f"resume={run}"], cli_env, cwd=tmp_path)
+        second = inprocess.run_cli([f"resume={run}"], cli_env, cwd=tmp_path)
         assert second.returncode == 2
         assert f"process {proc.pid} on this host is training in it" in second.stderr
         assert read_status(run)["status"] == "running"

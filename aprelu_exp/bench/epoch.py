@@ -13,7 +13,7 @@ def measured_epoch(cfg, arrays, subset: int, test_subset: int, precision: str) -
     """Two Lightning epochs of `cfg` in `precision` (a perf.precision value) on `subset` training
     and `test_subset` test images; the second is the measurement (the first carries compilation
     and warm-up), its training and evaluation times scaled to the full training and test sets."""
-    from aprelu_exp.report.collect import read_metrics_rows
+    from aprelu_exp.runs.rundir import read_metrics_rows
     from aprelu_exp.train import train
 
     c = cfg.copy()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aprelu_exp.errors import UserError
 from aprelu_exp.report.evidence import compare, group_runs, mean_interval
-from aprelu_exp.runs.rundir import git_commit
+from aprelu_exp.runs.rundir import git_commit, write_text_atomic
 
 # What a confirmation fixes about the runs, as keys of a search's resolved trial settings.
 SETTING_KEYS = ("budget", "trainer.max_epochs", "data.train_subset", "data.test_subset", "perf.precision",
@@ -148,15 +148,10 @@ def confirm_record(name: str, seeds: int, overrides: list[str], force: bool = Fa
 
 def write_evidence(path: Path, evidence: dict) -> None:
     """Put `record.evidence` into a record file, keeping its header comments and key order."""
-    import os
-
     import yaml
 
     text = path.read_text()
     header = "".join(ln for ln in text.splitlines(keepends=True)[:20] if ln.startswith("#"))
     data = yaml.safe_load(text)
     data.setdefault("record", {})["evidence"] = evidence
-    body = header + yaml.safe_dump(data, sort_keys=False, width=1000)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(body)
-    os.replace(tmp, path)
+    write_text_atomic(path, header + yaml.safe_dump(data, sort_keys=False, width=1000))

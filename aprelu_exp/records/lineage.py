@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from aprelu_exp import config_schema  # noqa: F401  (registers the typed schemas)
 from aprelu_exp.compose import CONF_DIR, compose_config
 from aprelu_exp.errors import UserError
+from aprelu_exp.runs.rundir import find_config
 
 # Keys (and override prefixes) that describe where or how a run was started or logged, not what it
 # trains: the one list for record diffs, report labels and a promoted record's search settings.
@@ -34,9 +35,9 @@ def load_config(ref: str) -> DictConfig:
         raise UserError(f"{ref}: no such run directory. Give a run directory (runs/<date>/<run>, it holds "
                         f"config.yaml) or a record name ({', '.join(record_names())}).")
     if path.is_dir():
-        for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
-            if candidate.is_file():
-                return OmegaConf.load(candidate)
+        found = find_config(path)
+        if found:
+            return OmegaConf.load(found)
         raise UserError(f"{ref} is a directory without config.yaml; give a run directory or a record name.")
     return compose_record(ref)
 

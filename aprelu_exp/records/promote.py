@@ -3,7 +3,6 @@ against the record the search started from, holding only the keys the trial chan
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from omegaconf import OmegaConf
 
 from aprelu_exp.errors import UserError
 from aprelu_exp.records.confirm import SETTING_KEYS
+from aprelu_exp.runs.rundir import find_config, write_text_atomic
 from aprelu_exp.records.lineage import CONF_DIR, compose_record, config_diff, record_names
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -29,8 +29,8 @@ def find_trial(ref: str, storage: str | None = None, number: int | None = None):
         if search:
             study_name, storage = search["study"], search["storage"]
         else:
-            cfg_file = path / "config.yaml"
-            cfg = OmegaConf.load(cfg_file) if cfg_file.is_file() else None
+            cfg_file = find_config(path)
+            cfg = OmegaConf.load(cfg_file) if cfg_file else None
             link = cfg.get("trial") if cfg is not None else None
             if not link or link.get("number") is None:
                 raise UserError(f"{ref} is neither a search's sweep directory (search.json) nor the run "
@@ -169,9 +169,7 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
               f"{parent}\n# (python -m aprelu_exp.records promote). Only the keys the trial changed are set.\n")
     text = header + yaml.safe_dump({"defaults": [parent, "_self_"]}, sort_keys=False) + "\n" + \
         yaml.safe_dump(body, sort_keys=False, width=1000)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
+    write_text_atomic(target, text)
     try:
         written = config_diff(parent_cfg, compose_record(name))
     except Exception as exc:

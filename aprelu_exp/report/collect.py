@@ -1,7 +1,6 @@
 """Read run directories (finished, failed, interrupted or still running) into plain records."""
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +8,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from aprelu_exp.records.lineage import NON_SETTINGS
-from aprelu_exp.runs.rundir import CONFIG_FILE, METRICS_FILE, STATUS_FILE, SUMMARY_FILE, read_status
+from aprelu_exp.runs.rundir import (METRICS_FILE, STATUS_FILE, SUMMARY_FILE, find_config, read_metrics_rows,
+                                    read_status)
 from aprelu_exp.runs.summary import metrics_summary
 
 
@@ -54,24 +54,12 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return unique
 
 
-def read_metrics_rows(path: Path) -> list[dict]:
-    """The complete rows of a run directory's metrics.csv, as strings."""
-    f = path / METRICS_FILE
-    if not f.exists():
-        return []
-    with open(f, newline="") as fh:
-        # A row being written by a live run may be cut short: keep only complete ones.
-        return [r for r in csv.DictReader(fh) if r.get("epoch") not in (None, "") and None not in r.values()]
-
-
 def _read_config(path: Path):
-    for candidate in (path / CONFIG_FILE, path / ".hydra" / "config.yaml"):
-        if candidate.is_file():
-            try:
-                return OmegaConf.load(candidate)
-            except Exception:  # a half-written config must not stop the report
-                return None
-    return None
+    found = find_config(path)
+    try:
+        return OmegaConf.load(found) if found else None
+    except Exception:  # a half-written config must not stop the report
+        return None
 
 
 def load_run(path: Path) -> RunInfo:

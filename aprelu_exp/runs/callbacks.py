@@ -10,7 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from aprelu_exp.runs.rundir import METRICS_FILE, launched_as_global_zero
+from aprelu_exp.runs.rundir import METRICS_FILE, atomic_file, launched_as_global_zero, read_metrics_rows
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_loss_keras", "train_acc", "val_loss", "val_acc",
                   "val_loss_article", "val_acc_article")
@@ -49,24 +49,18 @@ class EpochRecorder(pl.Callback):
         never written (killed in between) is dropped, since that epoch is trained again."""
         if not self.path.exists():
             return
-        with open(self.path, newline="") as fh:
-            kept = [r for r in csv.DictReader(fh)
-                    if r.get("epoch") not in (None, "") and None not in r.values() and int(r["epoch"]) < up_to_epoch]
+        kept = [r for r in read_metrics_rows(self.path.parent) if int(r["epoch"]) < up_to_epoch]
         self.rows = [{k: (int(v) if k == "epoch" else (float(v) if v != "" else None)) for k, v in r.items()}
                      for r in kept]
         if launched_as_global_zero():
             self._rewrite()
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_file(self.path, newline="") as fh:
             w = csv.writer(fh)
             w.writerow(COLUMNS)
             for r in self.rows:
                 w.writerow([_cell(r.get(c)) for c in COLUMNS])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
 
     def _append(self, row: dict) -> None:
         new = not self.path.exists()

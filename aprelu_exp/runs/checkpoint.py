@@ -1,7 +1,6 @@
 """Checkpoints that are written atomically and know which network they hold."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -9,6 +8,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from aprelu_exp.errors import UserError
+from aprelu_exp.runs.rundir import atomic_file
 
 SIGNATURE_KEY = "aprelu_network_signature"
 # The keys that decide the network's shapes and wiring; anything else may change on resume.
@@ -68,13 +68,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_file(path, "wb") as fh:
+            torch.save(checkpoint, fh)

@@ -1,6 +1,8 @@
 """Run-directory files and the facts a run records about where it ran."""
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import os
 import platform
@@ -32,15 +34,50 @@ def launched_as_global_zero() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w", newline: str | None = None):
+    """Open a temporary file beside `path`; when the block ends without error, fsync it and rename it
+    over `path`. A crash or a failed write (a full disk) leaves the previous file whole, never a
+    truncated one; the temporary file is removed either way."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"newline": newline})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as fh:
+        fh.write(text)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_metrics_rows(run_dir: Path) -> list[dict]:
+    """The complete rows of a run directory's metrics.csv (EpochRecorder writes it), as strings. A
+    row being written by a live run may be cut short: only complete ones are kept."""
+    f = Path(run_dir) / METRICS_FILE
+    if not f.exists():
+        return []
+    with open(f, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("epoch") not in (None, "") and None not in r.values()]
+
+
+def find_config(run_dir: Path) -> Path | None:
+    """A run directory's config: its resolved config.yaml, else Hydra's copy (a run that died before
+    writing its own)."""
+    for candidate in (Path(run_dir) / CONFIG_FILE, Path(run_dir) / ".hydra" / "config.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def write_status(run_dir: Path, state: str, error: str | None = None) -> None:

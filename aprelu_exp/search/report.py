@@ -55,7 +55,7 @@ def _last_epoch(trial) -> dict:
     last = dict(trial.user_attrs.get("last_epoch") or {})
     run = trial.user_attrs.get("run_dir")
     if not last and run:
-        from aprelu_exp.report.collect import read_metrics_rows
+        from aprelu_exp.runs.rundir import read_metrics_rows
 
         last = last_epoch_values(read_metrics_rows(Path(run)))
     return {k: f"{last[k]:.4f}" if k in last else "" for k in ("val_acc", "val_acc_article")}

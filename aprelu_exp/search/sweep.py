@@ -284,7 +284,7 @@ class Search:
 
     def job_outcome(self, ret) -> tuple[str, float | None, str | None, Path, list[dict]]:
         """(state, objective value, error, run directory, metrics rows) of one job."""
-        from aprelu_exp.report.collect import read_metrics_rows
+        from aprelu_exp.runs.rundir import read_metrics_rows
         from aprelu_exp.runs.rundir import read_status
 
         run_dir = Path(str(OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")))
