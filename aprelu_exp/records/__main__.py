@@ -11,8 +11,9 @@ from aprelu_exp.errors import run_command
 from aprelu_exp.records.lineage import config_diff, lineage, load_config
 
 
-def evidence_lines(name: str, rec: dict) -> list[str]:
-    """What is known of a record's accuracy: the article's number, and the reproduced mean."""
+def evidence_lines(name: str, rec: dict, records: dict | None = None) -> list[str]:
+    """What is known of a record's accuracy: the article's number, and the reproduced mean (its own
+    confirmation's, or a child's confirmation that trained it as the parent)."""
     from aprelu_exp.records.article import article_results
 
     lines = []
@@ -31,7 +32,12 @@ def evidence_lines(name: str, rec: dict) -> list[str]:
                      f"(n={ev['n']}, {ev['settings']}); vs parent {ev['diff_mean']:+.4f} "
                      f"[{ev['diff_ci'][0]:+.4f}, {ev['diff_ci'][1]:+.4f}], P(better) {ev['p_better']:.2f}: "
                      f"{'confirmed' if ev.get('confirmed') else 'UNCONFIRMED'}")
-    elif rec.get("provenance") == "searched":
+    for child, crec in sorted((records or {}).items()):
+        cev = crec.get("evidence")
+        if crec.get("parent") == name and cev:
+            lines.append(f"reproduced (as {child}'s parent): {cev['metric']} {cev['parent_mean']:.4f} "
+                         f"[{cev['parent_ci'][0]:.4f}, {cev['parent_ci'][1]:.4f}] (n={cev['n']}, {cev['settings']})")
+    if not ev and rec.get("provenance") == "searched":
         lines.append("reproduced: not confirmed (python -m aprelu_exp.records confirm "
                      f"{name} --seeds 3 budget=10)")
     return lines
@@ -48,7 +54,7 @@ def cmd_list() -> None:
         pad = "    " * depth + ("└── " if depth else "")
         print(f"{pad}{name}  [{rec.get('provenance')}]  parent: {rec.get('parent') or '-'}")
         print(f"{'    ' * (depth + 1)}change: {rec.get('change')}")
-        for line in evidence_lines(name, rec):
+        for line in evidence_lines(name, rec, recs):
             print(f"{'    ' * (depth + 1)}{line}")
         for child in sorted(children.get(name, [])):
             walk(child, depth + 1)
