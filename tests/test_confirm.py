@@ -51,15 +51,20 @@ def test_confirm_trains_both_sides_and_writes_only_what_it_confirmed(tmp_path, c
     monkeypatch.chdir(tmp_path)
     for key, value in cli_env.items():
         monkeypatch.setenv(key, value)
-    path = CONF_DIR / "experiment" / "record_17.yaml"
-    saved = path.read_text()
+    # A record of this test's own (record 16 with plain ReLU), so the log's records stay untouched.
+    name = "record_tconfirm"
+    path = CONF_DIR / "experiment" / f"{name}.yaml"
+    saved = (f"# @package _global_\n# a test record\ndefaults:\n- record_16\n- _self_\n\nrecord:\n  name: {name}\n"
+             f"  parent: record_16\n  provenance: searched\n  source: test\n  change: relu\nmodel:\n"
+             f"  activation: relu\n")
+    path.write_text(saved)
     try:
-        # One epoch on 200 images does not show record_17 better (and at n=2 the t interval of the
+        # One epoch on 200 images does not show the candidate better (and at n=2 the t interval of the
         # paired differences is +-12.7 standard errors wide): nothing is written, exit 1.
-        out = run_module("aprelu_exp.records", ["confirm", "record_17", "--seeds", "2", *TINY], env=cli_env,
+        out = run_module("aprelu_exp.records", ["confirm", name, "--seeds", "2", *TINY], env=cli_env,
                          cwd=tmp_path)
         assert out.returncode == 1, out.stderr[-3000:]
-        assert "not confirmed: record_17 was not confirmed" in out.stderr
+        assert f"not confirmed: {name} was not confirmed" in out.stderr
         assert re.search(r": (no detectable difference \(n=2\)|b better) \(", out.stderr), out.stderr
         assert path.read_text() == saved
         (confirm_dir,) = list((tmp_path / "runs" / "confirm").iterdir())
@@ -68,10 +73,11 @@ def test_confirm_trains_both_sides_and_writes_only_what_it_confirmed(tmp_path, c
             assert len(runs) == 2, side
         cfgs = [yaml.safe_load((p / "config.yaml").read_text())
                 for p in sorted((confirm_dir / "candidate").iterdir()) if (p / "config.yaml").exists()]
-        assert [c["seed"] for c in cfgs] == [0, 1] and {c["record"]["name"] for c in cfgs} == {"record_17"}
-        assert (confirm_dir / "report" / "comparisons.csv").read_text().count("record_17") >= 1
+        assert [c["seed"] for c in cfgs] == [0, 1] and {c["record"]["name"] for c in cfgs} == {name}
+        assert {c["model"]["activation"] for c in cfgs} == {"relu"}
+        assert f"{name},record_16," in (confirm_dir / "report" / "comparisons.csv").read_text()
         # --force writes the evidence, marked unconfirmed; `records list` shows it.
-        forced = run_module("aprelu_exp.records", ["confirm", "record_17", "--seeds", "2", "--force", *TINY],
+        forced = run_module("aprelu_exp.records", ["confirm", name, "--seeds", "2", "--force", *TINY],
                             env=cli_env, cwd=tmp_path)
         assert forced.returncode == 0, forced.stderr[-3000:]
         evidence = yaml.safe_load(path.read_text())["record"]["evidence"]
@@ -82,5 +88,5 @@ def test_confirm_trains_both_sides_and_writes_only_what_it_confirmed(tmp_path, c
         listing = run_module("aprelu_exp.records", ["list"]).stdout
         assert "UNCONFIRMED" in listing
     finally:
-        path.write_text(saved)
+        path.unlink(missing_ok=True)
         shutil.rmtree(tmp_path / "runs", ignore_errors=True)
