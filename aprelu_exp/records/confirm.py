@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from aprelu_exp.errors import UserError
+from aprelu_exp.records.lineage import NON_SETTINGS
 from aprelu_exp.report.evidence import compare, group_runs, mean_interval
 from aprelu_exp.runs.rundir import git_commit, write_text_atomic
 
@@ -90,7 +91,8 @@ def run_confirmation(parent: str, candidate: list[str], seeds: int, settings: li
         "diff_ci": [round(result["ci_low"], 5), round(result["ci_high"], 5)],
         "p_value": round(result["p_value"], 5), "p_better": round(result["p_better"], 4),
         "verdict": result["verdict"],
-        "settings": " ".join(settings),
+        # What the runs trained with (not where they were written or how progress was shown).
+        "settings": " ".join(s for s in settings if not s.split("=", 1)[0].lstrip("+~").startswith(NON_SETTINGS)),
         "commit": git_commit(),
         "date": dt.date.today().isoformat(),
         "runs": _portable(out_dir),
