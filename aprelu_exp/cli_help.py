@@ -15,6 +15,7 @@ from aprelu_exp.compose import CONF_DIR
 GROUPS = {
     "experiment": "the tuning record to run (a config diff against its parent record)",
     "layout": "a named stage layout on top of the record (searchable: layout=choice(narrow,record16))",
+    "sweep": "how -m sweeps: replicates (Hydra's basic sweeper plus replicates=N seeds per point)",
     "search": "a reusable search around a record: its space, objective, budget and pruner (runs a sweep)",
     "model": "the network: stem width, stages (blocks, channels, downsample), APReLU reduction, Keras details",
     "model/activation": "the activation in every block and the head",
