@@ -15,6 +15,15 @@ from aprelu_exp.compose import CONF_DIR as CONF, register_resolvers
 REPO = Path(__file__).resolve().parents[1]
 register_resolvers()
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist workers share the cores: one intra-op thread each, in the processes they start
+    # too, so that N workers on N cores do not oversubscribe them (2 workers x 2 threads on 2 cores
+    # ran the suite slower than one process).
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def pytest_report_header(config):
     from aprelu_exp.training.precision import capability_line
