@@ -8,15 +8,18 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from aprelu_exp import cli_help, config_schema  # noqa: F401  (config_schema registers the typed schemas)
 from aprelu_exp.compose import register_resolvers
 from aprelu_exp.errors import UserError
+from aprelu_exp.report.build import build_report
 from aprelu_exp.runs.callbacks import NonFiniteLossError
 from aprelu_exp.runs.interrupts import RunInterrupted
 from aprelu_exp.runs.noise import quiet_third_party
-from aprelu_exp.runs.rundir import CONFIG_FILE, discard_unstarted, launched_as_global_zero, write_status
+from aprelu_exp.runs.resume import resume_config
+from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, write_status
+from aprelu_exp.train import train
 
 log = logging.getLogger("aprelu_exp")
 register_resolvers()
@@ -24,31 +27,8 @@ cli_help.register()
 quiet_third_party()
 
 
-def _resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path]:
-    """A resumed run keeps its own config; plain key=value overrides still apply on top, so a
-    changed network is caught by the checkpoint check instead of silently ignored."""
-    run_dir = Path(cfg.resume)
-    saved = run_dir / CONFIG_FILE
-    if not saved.is_file():
-        raise UserError(f"resume={run_dir}: no {CONFIG_FILE} there; give the directory of an "
-                        f"earlier run (it holds config.yaml, metrics.csv and checkpoints/).")
-    base = OmegaConf.load(saved)
-    extra = [o for o in overrides if not o.startswith("resume=")]
-    groups = [o for o in extra if ("/" in o.split("=", 1)[0] or "." not in o.split("=", 1)[0])
-              and not o.startswith("resume_from=")]
-    if groups:
-        raise UserError(f"resume cannot switch config groups or top-level keys ({', '.join(groups)}); "
-                        f"only dotted key=value overrides such as trainer.max_epochs=10 apply.")
-    OmegaConf.set_struct(base, True)
-    merged = OmegaConf.merge(base, OmegaConf.from_dotlist(extra))
-    merged.resume = str(run_dir)
-    return merged, run_dir
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from aprelu_exp.train import train
-
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -66,7 +46,7 @@ def main(cfg: DictConfig) -> float | None:
                             f"{cfg.replicates}).")
         if cfg.get("resume"):
             fresh_dir = run_dir
-            cfg, run_dir = _resume_config(cfg, list(hc.overrides.task))
+            cfg, run_dir = resume_config(cfg, list(hc.overrides.task))
             discard_unstarted(fresh_dir)
         elif (run_dir / "checkpoints" / "last.ckpt").is_file():
             # The same job started again in its own directory: a SLURM job requeued after
@@ -80,7 +60,6 @@ def main(cfg: DictConfig) -> float | None:
                   f"Resume with:\n  python -m aprelu_exp resume={run_dir}", file=sys.stderr, flush=True)
             if multirun:
                 # The sweep stops here; its report still lists every job, this one as interrupted.
-                from aprelu_exp.report.build import build_report
                 sweep_dir = Path(hc.sweep.dir)
                 build_report([sweep_dir], sweep_dir, title=f"Sweep {sweep_dir.name} (interrupted)")
         sys.exit(exc.exit_code)

@@ -26,6 +26,7 @@ GROUPS = {
     "trainer": "the Lightning Trainer: accelerator, devices, precision, DDP",
     "perf": "speed switches: compile, channels_last, precision (perf=fast: bf16 where the hardware has it)",
     "logger": "TensorBoard, CSV and/or MLflow (an sqlite store beside the runs, or a server) beside metrics.csv",
+    "callbacks": "further Lightning callbacks (a search selects trial_reporter for its jobs)",
 }
 
 

@@ -77,12 +77,14 @@ class ScheduleSchema:
 
 
 @dataclass
-class LoggerSchema:
-    backends: List[str] = field(default_factory=list)
-    # MLflow (backend `mlflow`): null = an sqlite store beside the runs (<run_root>/mlflow.db)
-    tracking_uri: Optional[str] = None
+class MLflowLoggerSchema:
+    # The `logger` group's entries are Lightning loggers built with instantiate; MLflow's is typed
+    # because its keys are this project's.
+    _target_: str = "aprelu_exp.runs.mlflow_logger.RunMLFlowLogger"
+    tracking_uri: Optional[str] = None  # null: an sqlite store beside the runs (<run_root>/mlflow.db)
     experiment_name: str = "aprelu-exp"
     log_checkpoints: bool = False
+    run_root: str = "runs"
 
 
 @dataclass
@@ -140,6 +142,7 @@ class RootSchema:
     schedule: Any = None
     trainer: Any = None
     logger: Any = None
+    callbacks: Any = None
     perf: Any = None
 
 
@@ -154,7 +157,7 @@ SCHEMAS = {
     "augment_none_schema": NoAugmentSchema,
     "optim_schema": OptimSchema,
     "schedule_schema": ScheduleSchema,
-    "logger_schema": LoggerSchema,
+    "mlflow_logger_schema": MLflowLoggerSchema,
     "perf_schema": PerfSchema,
 }
 

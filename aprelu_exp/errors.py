@@ -1,4 +1,5 @@
 """Errors meant for the person at the terminal: one paragraph saying what is wrong and the fix."""
+import sys
 
 
 class UserError(Exception):
@@ -11,8 +12,6 @@ class UserError(Exception):
 def run_command(command) -> int:
     """Run a command-line tool's action: a UserError becomes its one-paragraph message on stderr
     and exit status 2, never a traceback."""
-    import sys
-
     try:
         command()
     except UserError as exc:

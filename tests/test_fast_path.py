@@ -17,7 +17,8 @@ def _train(make_cfg, cifar, tmp_path, name, *switches):
 def _initial_weights(make_cfg) -> dict:
     """The weights both runs start from (train() seeds, then builds the network)."""
     import pytorch_lightning as pl
-    from aprelu_exp.train import build_net
+
+    from aprelu_exp.training.build import build_net
 
     cfg = make_cfg(*STEPS)
     pl.seed_everything(int(cfg.seed), verbose=False)
@@ -55,7 +56,7 @@ def test_compiled_network_learns_the_same(make_cfg, cifar, tmp_path):
 
 
 def test_compile_is_automatic_only_where_it_pays(make_cfg):
-    from aprelu_exp.train import perf_switches
+    from aprelu_exp.training.precision import perf_switches
 
     cfg = make_cfg()
     assert perf_switches(cfg, num_train=500, max_epochs=1)["compile"] is False
@@ -65,7 +66,7 @@ def test_compile_is_automatic_only_where_it_pays(make_cfg):
 
 def test_eval_batch_size_is_automatic_by_device_and_checked(make_cfg):
     from aprelu_exp.errors import UserError
-    from aprelu_exp.train import perf_switches
+    from aprelu_exp.training.precision import perf_switches
 
     assert perf_switches(make_cfg())["eval_batch_size"] == 100  # CPU: the measured faster size
     assert perf_switches(make_cfg("data.eval_batch_size=1000"))["eval_batch_size"] == 1000
@@ -77,7 +78,7 @@ def test_eval_batch_size_is_automatic_by_device_and_checked(make_cfg):
 def test_standard_validation_does_not_depend_on_its_batch_size(make_cfg, cifar):
     """Why eval_batch_size may follow the device: with running BN statistics every image is
     classified on its own, so 1000 images in one batch or in ten give the same logits."""
-    from aprelu_exp.train import build_net
+    from aprelu_exp.training.build import build_net
 
     net = build_net(make_cfg()).eval()
     with torch.no_grad():  # a few SGD-free forward passes in train mode give the BNs non-trivial statistics

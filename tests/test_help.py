@@ -6,11 +6,13 @@ import re
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from inprocess import REPO, run_module
 from omegaconf import OmegaConf
 
-from aprelu_exp.train import (augment_config, build_datamodule, build_loggers, build_net, perf_switches,
-                              plan_schedule)
-from inprocess import REPO, run_module
+from aprelu_exp.train import build_loggers
+from aprelu_exp.training.build import augment_config, build_datamodule, build_net
+from aprelu_exp.training.precision import perf_switches
+from aprelu_exp.training.schedule import plan_schedule
 
 CONF = REPO / "conf"
 

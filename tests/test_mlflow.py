@@ -6,11 +6,11 @@ import time
 import urllib.request
 
 import pytest
+from test_cli import run_cli
 
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.callbacks import NonFiniteLossError
 from aprelu_exp.train import build_loggers, train
-from test_cli import run_cli
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -31,7 +31,7 @@ def _history(client, run, key):
 def test_a_run_lands_in_the_embedded_store_with_params_metrics_tags_and_files(make_cfg, cifar, tmp_path):
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     run_dir = tmp_path / "run"
-    train(make_cfg(*SMALL, f"logger.tracking_uri={uri}", "model.reduction=4"), run_dir, arrays=cifar)
+    train(make_cfg(*SMALL, f"logger.mlflow.tracking_uri={uri}", "model.reduction=4"), run_dir, arrays=cifar)
     client, runs = _runs(uri)
     (run,) = runs
     assert run.data.params["model.reduction"] == "4"
@@ -49,7 +49,7 @@ def test_a_run_lands_in_the_embedded_store_with_params_metrics_tags_and_files(ma
     assert {"config.yaml", "summary.json", "metrics.csv"} <= files
 
     # Resumed: the same MLflow run goes on (its id is kept in the run directory).
-    train(make_cfg(*SMALL, f"logger.tracking_uri={uri}", "model.reduction=4", "trainer.max_epochs=2",
+    train(make_cfg(*SMALL, f"logger.mlflow.tracking_uri={uri}", "model.reduction=4", "trainer.max_epochs=2",
                    f"resume={run_dir}"), run_dir, arrays=cifar)
     client, runs = _runs(uri)
     (again,) = runs
@@ -68,7 +68,7 @@ def test_the_default_store_lies_beside_the_runs(make_cfg, cifar, tmp_path):
 def test_a_failed_run_is_tagged_failed(make_cfg, cifar, tmp_path):
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     with pytest.raises(NonFiniteLossError):
-        train(make_cfg(*SMALL, f"logger.tracking_uri={uri}", "optim.lr=1e30",
+        train(make_cfg(*SMALL, f"logger.mlflow.tracking_uri={uri}", "optim.lr=1e30",
                        "data.train_subset=500"), tmp_path / "run", arrays=cifar)
     _, (run,) = _runs(uri)
     assert run.data.tags["status"] == "failed" and "train_loss became" in run.data.tags["error"]
@@ -106,7 +106,7 @@ def test_a_run_logged_to_a_real_tracking_server(make_cfg, cifar, tmp_path):
             assert server.poll() is None, server.stderr.read()[-2000:]
             assert time.time() < deadline, "the MLflow server did not come up in 120 s"
             time.sleep(0.5)
-        train(make_cfg(*SMALL, f"logger.tracking_uri={uri}"), tmp_path / "run", arrays=cifar)
+        train(make_cfg(*SMALL, f"logger.mlflow.tracking_uri={uri}"), tmp_path / "run", arrays=cifar)
         client, (run,) = _runs(uri)
         assert run.data.tags["status"] == "finished" and run.data.params["model.reduction"] == "16"
         assert len(_history(client, run, "val_acc_article")) == 1

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from aprelu_exp.train import perf_switches, train
+from aprelu_exp.train import train
 from aprelu_exp.training import precision as prec
+from aprelu_exp.training.precision import perf_switches
 
 TINY = ["data.train_subset=200", "data.test_subset=200", "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1", "perf.compile=false"]

@@ -1,10 +1,12 @@
 """The tuning log as configs: lineage, diffs, budgets, and every record trains."""
 import pytest
-
-from aprelu_exp.records.article import article_results, reported_epochs
-from aprelu_exp.records.lineage import compose_record, config_diff, lineage, record_names
-from aprelu_exp.training.schedule import scale_milestones, step_milestones
 from inprocess import run_module
+
+from aprelu_exp.compose import compose_record, record_names
+from aprelu_exp.records.lineage import lineage
+from aprelu_exp.report.article import article_results, reported_epochs
+from aprelu_exp.runs.settings import config_diff
+from aprelu_exp.training.schedule import scale_milestones, step_milestones
 
 RECORDS = ["github_final", "record_01", "record_14", "record_15", "record_16", "record_17"]
 
@@ -74,7 +76,7 @@ def test_budget_scaling_against_hand_computed_milestones(full, every, budget, ex
 
 
 def test_budget_is_recorded_in_the_plan(make_cfg):
-    from aprelu_exp.train import plan_schedule
+    from aprelu_exp.training.schedule import plan_schedule
 
     plan = plan_schedule(make_cfg("budget=50", small=False)).as_dict()
     assert plan == {"full_epochs": 5000, "max_epochs": 50, "budget": 50,

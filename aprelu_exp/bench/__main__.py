@@ -28,11 +28,16 @@ from aprelu_exp.bench.table import print_table, ratios
 from aprelu_exp.bench.timing import interleaved_rates, rates
 from aprelu_exp.bench.training import build, full_run_switches, precision_context, training_step_fn
 from aprelu_exp.compose import compose_config
+from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
+from aprelu_exp.data.cifar10 import load_cifar10
 from aprelu_exp.errors import run_command
 from aprelu_exp.runs.noise import quiet_third_party
+from aprelu_exp.runs.rundir import environment
+from aprelu_exp.training.build import augment_config
+from aprelu_exp.training.precision import LIGHTNING_PRECISION, bf16_support, cpu_capability, run_device
 
 # perf.precision value -> the Lightning precision it runs as.
-PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed"}
+PRECISIONS = LIGHTNING_PRECISION
 
 
 def main(argv=None) -> int:
@@ -61,15 +66,8 @@ def bench(args, parser) -> None:
     # dynamo's default cache keeps per function, past which it would silently run eager.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
 
-    from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
-    from aprelu_exp.data.cifar10 import load_cifar10
-    from aprelu_exp.runs.rundir import environment
-    from aprelu_exp.train import augment_config
-    from aprelu_exp.training.precision import bf16_support, cpu_capability
-
     cfg = compose_config(args.overrides)
-    accel = str(cfg.trainer.accelerator)
-    device = torch.device("cuda" if torch.cuda.is_available() and accel in ("auto", "gpu", "cuda") else "cpu")
+    device = run_device(cfg)
     torch.set_float32_matmul_precision(str(cfg.perf.matmul_precision))
     switches = full_run_switches(cfg)
     arrays = load_cifar10(cfg.data.root, cfg.data.download, cfg.data.verify_digests)

@@ -7,15 +7,14 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from aprelu_exp.bench.training import full_run_switches
+from aprelu_exp.runs.rundir import read_metrics_rows
+from aprelu_exp.train import train
 
 
 def measured_epoch(cfg, arrays, subset: int, test_subset: int, precision: str) -> dict:
     """Two Lightning epochs of `cfg` in `precision` (a perf.precision value) on `subset` training
     and `test_subset` test images; the second is the measurement (the first carries compilation
     and warm-up), its training and evaluation times scaled to the full training and test sets."""
-    from aprelu_exp.runs.rundir import read_metrics_rows
-    from aprelu_exp.train import train
-
     c = cfg.copy()
     OmegaConf.set_struct(c, False)
     c.perf.precision = precision
@@ -27,7 +26,7 @@ def measured_epoch(cfg, arrays, subset: int, test_subset: int, precision: str) -
     c.trainer.max_epochs = 2
     c.trainer.enable_progress_bar = False
     c.trainer.enable_model_summary = False
-    c.logger.backends = []
+    c.logger = None
     # The fast-path decision is the one a full-length run of this config gets, not a 2-epoch one's.
     for key, value in full_run_switches(c, len(arrays.train_labels)).items():
         if key in ("compile", "channels_last") and str(c.perf[key]) == "auto":

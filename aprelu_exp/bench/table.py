@@ -1,7 +1,9 @@
 """The bench's derived ratios and its printed table (the JSON holds everything)."""
 from __future__ import annotations
 
-FP32, BF16 = "32-true", "bf16-mixed"
+from aprelu_exp.training.precision import LIGHTNING_PRECISION
+
+FP32, BF16 = LIGHTNING_PRECISION["32"], LIGHTNING_PRECISION["bf16"]
 
 
 def ratios(by_precision: dict) -> dict:

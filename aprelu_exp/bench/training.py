@@ -10,14 +10,15 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from aprelu_exp.bench.timing import sync
+from aprelu_exp.training.build import build_module, build_net
+from aprelu_exp.training.precision import perf_switches
+from aprelu_exp.training.schedule import plan_schedule
 
 FULL_TRAIN_IMAGES = 50_000
 
 
 def full_run_switches(cfg, num_train: int = FULL_TRAIN_IMAGES) -> dict:
     """The perf switches (auto resolved) of a full-length run of this config on num_train images."""
-    from aprelu_exp.train import perf_switches, plan_schedule
-
     return perf_switches(cfg, num_train, plan_schedule(cfg).max_epochs)
 
 
@@ -30,8 +31,6 @@ def precision_context(device, precision: str):
 
 def build(cfg, activation=None, compile_net=None, channels_last=None):
     """The LightningModule of `cfg`, optionally with another activation or fast-path switches."""
-    from aprelu_exp.train import build_module, build_net, plan_schedule
-
     c = cfg.copy()
     OmegaConf.set_struct(c, False)
     if activation:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torchvision.datasets.utils import download_and_extract_archive
 
 from aprelu_exp.errors import UserError
 
@@ -99,8 +100,6 @@ def verify(root: str | os.PathLike, check_digests: bool = True) -> dict[str, str
 
 def download(root: Path) -> None:
     """Fetch and unpack the official binary archive into ``root`` (checked by its MD5)."""
-    from torchvision.datasets.utils import download_and_extract_archive
-
     try:
         download_and_extract_archive(ARCHIVE_URL, download_root=str(root), md5=ARCHIVE_MD5)
     except Exception as exc:  # no network, proxy, disk full: one clear message

@@ -12,6 +12,7 @@ import torch
 
 from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
 from aprelu_exp.data.cifar10 import CIFAR10Arrays, load_cifar10
+from aprelu_exp.errors import UserError
 
 CENTRINGS = ("scalar", "per_channel", "none")
 SWITCHES = ("auto", "true", "false")
@@ -152,7 +153,6 @@ class CIFAR10DataModule(pl.LightningDataModule):
     def train_dataloader(self) -> BatchLoader:
         rank, world = self._rank()
         if self.batch_size % world:
-            from aprelu_exp.errors import UserError
             raise UserError(f"data.batch_size={self.batch_size} is the global batch and must split evenly "
                             f"over {world} devices; choose a multiple of {world}.")
         x, y = self._tensors["train"]

@@ -8,14 +8,16 @@ import sys
 from omegaconf import OmegaConf
 
 from aprelu_exp.errors import run_command
-from aprelu_exp.records.lineage import config_diff, lineage, load_config
+from aprelu_exp.records.confirm import confirm_record
+from aprelu_exp.records.lineage import lineage, load_config
+from aprelu_exp.records.promote import promote
+from aprelu_exp.report.article import article_results
+from aprelu_exp.runs.settings import config_diff
 
 
 def evidence_lines(name: str, rec: dict, records: dict | None = None) -> list[str]:
     """What is known of a record's accuracy: the article's number, and the reproduced mean (its own
     confirmation's, or a child's confirmation that trained it as the parent)."""
-    from aprelu_exp.records.article import article_results
-
     lines = []
     reported = article_results().get(name)
     if reported:
@@ -81,8 +83,6 @@ def cmd_diff(a: str, b: str) -> None:
 
 
 def cmd_promote(args) -> None:
-    from aprelu_exp.records.promote import promote
-
     path = promote(args.ref, args.name, storage=args.storage, number=args.trial, force=args.force,
                    confirm=args.confirm, overrides=args.overrides)
     print(f"wrote {path}")
@@ -93,8 +93,6 @@ def cmd_promote(args) -> None:
 
 
 def cmd_confirm(args) -> None:
-    from aprelu_exp.records.confirm import confirm_record
-
     path = confirm_record(args.record, args.seeds, args.overrides, force=args.force, metric=args.metric)
     print(f"wrote the evidence into {path}")
 

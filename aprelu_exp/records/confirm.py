@@ -8,10 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from aprelu_exp.compose import CONF_DIR, compose_record
 from aprelu_exp.errors import UserError
-from aprelu_exp.records.lineage import NON_SETTINGS
+from aprelu_exp.records.lineage import lineage
+from aprelu_exp.report.build import build_report
+from aprelu_exp.report.collect import find_runs, label_runs, load_run
 from aprelu_exp.report.evidence import compare, group_runs, mean_interval
-from aprelu_exp.runs.rundir import git_commit, write_text_atomic
+from aprelu_exp.runs.rundir import git_commit, portable_path, unique_suffix, write_text_atomic
+from aprelu_exp.runs.settings import is_setting_override
 
 # What a confirmation fixes about the runs, as keys of a search's resolved trial settings.
 SETTING_KEYS = ("budget", "trainer.max_epochs", "data.train_subset", "data.test_subset", "perf.precision",
@@ -58,7 +64,6 @@ def run_confirmation(parent: str, candidate: list[str], seeds: int, settings: li
         if done.returncode != 0:
             raise UserError(f"the {side}'s runs did not complete (exit status {done.returncode}); see "
                             f"{dirs[side]}. Nothing was written.")
-    from aprelu_exp.report.collect import find_runs, label_runs, load_run
 
     sides = {}
     for side, d in dirs.items():
@@ -74,7 +79,6 @@ def run_confirmation(parent: str, candidate: list[str], seeds: int, settings: li
         raise UserError(f"the candidate trains exactly what {parent} trains; there is nothing to confirm.")
     a, b = sides["candidate"].values(metric), sides["parent"].values(metric)
     result = compare(a, b)
-    from aprelu_exp.report.build import build_report
 
     build_report(list(dirs.values()), out_dir / "report", title=f"Confirmation against {parent}",
                  baseline=sides["parent"].label, strict=True)
@@ -92,18 +96,16 @@ def run_confirmation(parent: str, candidate: list[str], seeds: int, settings: li
         "p_value": round(result["p_value"], 5), "p_better": round(result["p_better"], 4),
         "verdict": result["verdict"],
         # What the runs trained with (not where they were written or how progress was shown).
-        "settings": " ".join(s for s in settings if not s.split("=", 1)[0].lstrip("+~").startswith(NON_SETTINGS)),
+        "settings": " ".join(s for s in settings if is_setting_override(s)),
         "commit": git_commit(),
         "date": dt.date.today().isoformat(),
-        "runs": _portable(out_dir),
+        "runs": portable_path(out_dir),
     }
 
 
-def _portable(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return path.name
+def confirm_out_dir(name: str, run_root: str | Path = "runs") -> Path:
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return Path(run_root) / "confirm" / f"{stamp}_{name}_{unique_suffix()}"
 
 
 def describe(evidence: dict, parent: str) -> str:
@@ -120,10 +122,6 @@ def confirm_record(name: str, seeds: int, overrides: list[str], force: bool = Fa
     """Train an existing record and its parent with `seeds` seeds each (`overrides`: the budget, subset,
     precision, launcher) and write the evidence into the record file when it is better; otherwise
     NotConfirmed and the file stays as it was (force: written, marked unconfirmed)."""
-    from aprelu_exp.compose import CONF_DIR
-    from aprelu_exp.records.lineage import lineage
-    from aprelu_exp.records.promote import confirm_out_dir
-
     records = lineage()
     if name not in records:
         raise UserError(f"No record named {name!r}; known records: {', '.join(records)}.")
@@ -132,8 +130,6 @@ def confirm_record(name: str, seeds: int, overrides: list[str], force: bool = Fa
         raise UserError(f"{name} has no parent record to be confirmed against (parent: {parent!r}).")
     settings = merge_settings({}, overrides)
     if not any(s.split("=", 1)[0] in ("budget", "trainer.max_epochs") for s in settings):
-        from aprelu_exp.records.lineage import compose_record
-
         raise UserError(f"give the length of the confirmation runs: budget=N (the schedule compressed into N "
                         f"epochs) or trainer.max_epochs=N; {name}'s full schedule is "
                         f"{compose_record(name).schedule.epochs} epochs.")
@@ -150,8 +146,6 @@ def confirm_record(name: str, seeds: int, overrides: list[str], force: bool = Fa
 
 def write_evidence(path: Path, evidence: dict) -> None:
     """Put `record.evidence` into a record file, keeping its header comments and key order."""
-    import yaml
-
     text = path.read_text()
     header = "".join(ln for ln in text.splitlines(keepends=True)[:20] if ln.startswith("#"))
     data = yaml.safe_load(text)

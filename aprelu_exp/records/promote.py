@@ -3,6 +3,7 @@ against the record the search started from, holding only the keys the trial chan
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,14 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from aprelu_exp.compose import CONF_DIR, compose_record, record_names
 from aprelu_exp.errors import UserError
-from aprelu_exp.records.confirm import SETTING_KEYS
+from aprelu_exp.records.confirm import (SETTING_KEYS, NotConfirmed, confirm_out_dir, describe, merge_settings,
+                                        run_confirmation)
+from aprelu_exp.report.evidence import METRIC_NAMES
 from aprelu_exp.runs.rundir import find_config, write_text_atomic
-from aprelu_exp.records.lineage import CONF_DIR, compose_record, config_diff, record_names
+from aprelu_exp.runs.settings import config_diff, is_setting_override
+from aprelu_exp.search.storage import load_study, normalise, portable_storage, read_search_ref
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -21,8 +26,6 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def find_trial(ref: str, storage: str | None = None, number: int | None = None):
     """(study, trial, storage) from a trial's run directory, a search's sweep directory or a study name;
     the study's best trial unless a run directory or `number` names one."""
-    from aprelu_exp.search.storage import load_study, normalise, read_search_ref
-
     path = Path(ref)
     if path.is_dir():
         search = read_search_ref(path)
@@ -73,8 +76,6 @@ def _nested(cfg, keys: list[str]) -> dict[str, Any]:
 def _trained(trial) -> str:
     """What the trial's value was measured on (its run's summary), e.g. ` after 4 epochs (budget) on
     10000 images, bf16-mixed`."""
-    import json
-
     run = trial.user_attrs.get("run_dir")
     try:
         summary = json.loads((Path(run) / "summary.json").read_text()) if run else None
@@ -93,20 +94,11 @@ def _short(v) -> str:
 
 def objective_metric(objective: dict) -> str:
     """The report's metric column for a search objective (val_acc_article, last epoch -> final_...)."""
-    from aprelu_exp.report.evidence import METRIC_NAMES
-
     column = f"{'best' if objective.get('reduce') == 'best' else 'final'}_{objective.get('metric', 'val_acc_article')}"
     if column not in METRIC_NAMES:
         raise UserError(f"the search optimised {objective.get('metric')!r} ({objective.get('reduce')} epoch); a "
                         f"confirmation compares one of {', '.join(METRIC_NAMES)}.")
     return column
-
-
-def confirm_out_dir(name: str, run_root: str | Path = "runs") -> Path:
-    from aprelu_exp.runs.rundir import unique_suffix
-
-    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    return Path(run_root) / "confirm" / f"{stamp}_{name}_{unique_suffix()}"
 
 
 def promote(ref: str, name: str, storage: str | None = None, number: int | None = None,
@@ -137,14 +129,10 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
                         f"there is nothing to promote{' or confirm' if confirm else ''}.")
     child_cfg = compose_record(parent, trial_overrides)
     objective = attrs.get("objective", {})
-    from aprelu_exp.report.collect import LOCATION_OVERRIDES
-    from aprelu_exp.search.storage import portable_storage
 
-    fixed = " ".join(o for o in attrs.get("fixed_overrides", []) if not o.lstrip("+~").startswith(LOCATION_OVERRIDES))
+    fixed = " ".join(o for o in attrs.get("fixed_overrides", []) if is_setting_override(o))
     evidence = None
     if confirm is not None:
-        from aprelu_exp.records.confirm import NotConfirmed, describe, merge_settings, run_confirmation
-
         searched = {k: v for k, v in (attrs.get("trial_settings") or {}).items() if k in SETTING_KEYS}
         metric = objective_metric(objective)
         settings = merge_settings(searched, list(overrides or []))

@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from aprelu_exp.report.collect import attach_changes, find_runs, label_runs, load_run
-from aprelu_exp.report.evidence import (COMPARISON_COLUMNS, GROUP_COLUMNS, comparison_rows, group_rows,
-                                        group_runs)
+from aprelu_exp.report.evidence import COMPARISON_COLUMNS, GROUP_COLUMNS, comparison_rows, group_rows, group_runs
 from aprelu_exp.report.render import (evidence_markdown, plot_curves, plot_group_curves, table_row, write_csv,
                                       write_markdown, write_rows)
+from aprelu_exp.search.report import study_section
+from aprelu_exp.search.storage import read_search_ref
 
 
 def build_report(paths: list[Path], out_dir: Path, title: str = "aprelu-exp report",
@@ -38,15 +39,12 @@ def build_report(paths: list[Path], out_dir: Path, title: str = "aprelu-exp repo
 def study_sections(paths: list[Path], out_dir: Path) -> tuple[list[str], list[str]]:
     """A search's sweep directory names its study (search.json): its section is read from the
     study's storage, which also holds the trials of other sweeps and machines."""
-    from aprelu_exp.search.storage import read_search_ref
-
     lines, files, seen = [], [], set()
     for p in map(Path, paths):
         ref = read_search_ref(p) if p.is_dir() else None
         if not ref or (ref["study"], ref["storage"]) in seen:
             continue
         seen.add((ref["study"], ref["storage"]))
-        from aprelu_exp.search.report import study_section
 
         try:
             part, written = study_section(ref["study"], ref["storage"], out_dir)

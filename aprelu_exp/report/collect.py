@@ -7,9 +7,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from aprelu_exp.records.lineage import NON_SETTINGS
-from aprelu_exp.runs.rundir import (METRICS_FILE, STATUS_FILE, SUMMARY_FILE, find_config, read_metrics_rows,
-                                    read_status)
+from aprelu_exp.compose import compose_record
+from aprelu_exp.errors import UserError
+from aprelu_exp.runs.rundir import METRICS_FILE, STATUS_FILE, SUMMARY_FILE, find_config, read_metrics_rows, read_status
+from aprelu_exp.runs.settings import MISSING, config_diff, is_setting_override
 from aprelu_exp.runs.summary import metrics_summary
 
 
@@ -88,9 +89,6 @@ def load_run(path: Path) -> RunInfo:
 
 def attach_changes(runs: list[RunInfo]) -> None:
     """Each run's resolved settings against its record's parent (the keys the record + overrides changed)."""
-    from aprelu_exp.errors import UserError
-    from aprelu_exp.records.lineage import MISSING, compose_record, config_diff
-
     parents: dict[str, object] = {}
     for run in runs:
         if run.config is None or not run.parent:
@@ -108,15 +106,9 @@ def attach_changes(runs: list[RunInfo]) -> None:
                 run.changes = []
 
 
-# Overrides that say where or how a run was started, not what it trains (trial.*: the search's
-# link from a job to its trial): the records' own list.
-LOCATION_OVERRIDES = NON_SETTINGS
-
-
 def setting_overrides(run: RunInfo) -> list[str]:
     """The run's overrides that change what it trains (no paths, no logging or progress switches)."""
-    return [o.lstrip("+~") for o in run.overrides
-            if not o.lstrip("+~").split("=", 1)[0].startswith(LOCATION_OVERRIDES)]
+    return [o.lstrip("+~") for o in run.overrides if is_setting_override(o)]
 
 
 def label_runs(runs: list[RunInfo]) -> None:

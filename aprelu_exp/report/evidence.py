@@ -23,6 +23,7 @@ import numpy as np
 from scipy import stats
 
 from aprelu_exp.errors import UserError
+from aprelu_exp.runs.settings import settings_without_seed
 
 CONFIDENCE = 0.95
 P_BETTER_THRESHOLD = 0.75
@@ -145,8 +146,6 @@ def verdict(ci_low: float, ci_high: float, p_better: float, n: int) -> str:
 def group_runs(runs) -> list[Group]:
     """Finished runs grouped by their resolved settings without the seed; labelled by what tells the
     groups apart (the runs' labels without their seed)."""
-    from aprelu_exp.records.lineage import settings_without_seed
-
     groups: dict[tuple, Group] = {}
     for run in runs:
         if run.status != "finished" or run.config is None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from aprelu_exp.records.article import ARTICLE_TO_RUN, reported_epochs
+from aprelu_exp.report.article import ARTICLE_TO_RUN, reported_epochs
 from aprelu_exp.report.collect import RunInfo, setting_overrides
+from aprelu_exp.report.evidence import COMPARISON_COLUMNS, GROUP_COLUMNS, P_BETTER_THRESHOLD, mean_interval
 
 TABLE_COLUMNS = (
     "label", "run", "record", "status", "changes_vs_parent", "overrides", "epochs", "schedule",
@@ -129,9 +130,11 @@ def write_markdown(runs: list[RunInfo], rows: list[dict], plots: list[str], path
 
 
 def plot_curves(runs: list[RunInfo], out_dir: Path) -> list[str]:
+    # deferred: matplotlib (heavy) loads only when plotting
     import matplotlib
 
     matplotlib.use("Agg")
+    # deferred: matplotlib (heavy) loads only when plotting
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -182,8 +185,6 @@ def _num(v, digits=4) -> str:
 
 
 def evidence_markdown(group_rows: list[dict], comparisons: list[dict], notes: list[str]) -> list[str]:
-    from aprelu_exp.report.evidence import COMPARISON_COLUMNS, GROUP_COLUMNS, P_BETTER_THRESHOLD
-
     if not group_rows:
         return []
     parts = ["", "## Groups: runs that differ only in their seed", "",
@@ -204,14 +205,14 @@ def evidence_markdown(group_rows: list[dict], comparisons: list[dict], notes: li
 
 def plot_group_curves(groups, out_dir: Path) -> list[str]:
     """Each group's mean per epoch with its 95 % t band (groups of 2+ runs), both validation modes."""
+    # deferred: matplotlib (heavy) loads only when plotting
     import matplotlib
 
     matplotlib.use("Agg")
+    # deferred: matplotlib (heavy) loads only when plotting
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.ticker import MaxNLocator
-
-    from aprelu_exp.report.evidence import mean_interval
 
     if not any(len(g.runs) >= 2 for g in groups):
         return []

@@ -125,7 +125,6 @@ class EpochRecorder(pl.Callback):
         self.rows.append(row)
         if trainer.is_global_zero:
             self._append(row)
-        for lg in trainer.loggers:
-            if hasattr(lg, "log_epoch_row"):  # MLflow: the columns Lightning does not log
-                lg.log_epoch_row(row, TIME_COLUMNS)
+        if trainer.loggers:  # the timings, which only this callback measures, to every logger too
+            pl_module.log_dict({c: float(row[c]) for c in TIME_COLUMNS}, on_step=False, on_epoch=True)
 

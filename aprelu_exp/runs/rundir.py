@@ -61,6 +61,15 @@ def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def portable_path(path: Path) -> str:
+    """A path as it may be written where others read it: relative to the working directory when
+    under it, otherwise its name alone (never this machine's absolute path)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return Path(path).name
+
+
 def read_metrics_rows(run_dir: Path) -> list[dict]:
     """The complete rows of a run directory's metrics.csv (EpochRecorder writes it), as strings. A
     row being written by a live run may be cut short: only complete ones are kept."""
@@ -162,6 +171,7 @@ def _version(name: str) -> str | None:
 
 
 def environment(device=None) -> dict:
+    # deferred: reading run directories (report, records) needs no torch
     import torch
 
     device = torch.device(device) if device is not None else torch.device("cpu")

@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 from aprelu_exp.errors import run_command
+from aprelu_exp.search.report import study_section
+from aprelu_exp.search.storage import normalise, open_storage
 
 
 def cmd_list(storage: str) -> None:
+    # deferred: optuna loads only where a study is read
     import optuna
-
-    from aprelu_exp.search.storage import open_storage
 
     summaries = optuna.get_all_study_summaries(open_storage(storage, create=False))
     if not summaries:
@@ -23,8 +24,6 @@ def cmd_list(storage: str) -> None:
 
 
 def cmd_report(study: str, storage: str, out: Path) -> None:
-    from aprelu_exp.search.report import study_section
-
     out.mkdir(parents=True, exist_ok=True)
     lines, files = study_section(study, storage, out)
     (out / "study.md").write_text("\n".join(lines) + "\n")
@@ -42,8 +41,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def command() -> None:
-        from aprelu_exp.search.storage import normalise
-
         storage = normalise(args.storage, "runs")
         if args.cmd == "list":
             cmd_list(storage)

@@ -9,6 +9,10 @@ import math
 import warnings
 from pathlib import Path
 
+from aprelu_exp.runs.rundir import read_metrics_rows
+from aprelu_exp.runs.settings import is_setting_override
+from aprelu_exp.search.storage import load_study, portable_storage
+
 log = logging.getLogger(__name__)
 TRIAL_COLUMNS = ("trial", "state", "value", "epochs_reported", "val_acc", "val_acc_article", "overrides", "run",
                  "error")
@@ -18,6 +22,7 @@ def importance_evaluator():
     """fANOVA (a random forest over the trials, seeded) where scikit-learn is installed, as the
     hyperparameter-importance literature uses; otherwise Optuna's default PED-ANOVA, which needs
     nothing more but reads little from a dozen trials."""
+    # deferred: optuna loads only where a study is read
     import optuna
 
     try:
@@ -55,8 +60,6 @@ def _last_epoch(trial) -> dict:
     last = dict(trial.user_attrs.get("last_epoch") or {})
     run = trial.user_attrs.get("run_dir")
     if not last and run:
-        from aprelu_exp.runs.rundir import read_metrics_rows
-
         last = last_epoch_values(read_metrics_rows(Path(run)))
     return {k: f"{last[k]:.4f}" if k in last else "" for k in ("val_acc", "val_acc_article")}
 
@@ -68,6 +71,7 @@ def _md(header, rows) -> str:
 
 
 def _save(ax_or_axes, path: Path) -> None:
+    # deferred: matplotlib (heavy) loads only when plotting
     import matplotlib.pyplot as plt
 
     axes = list(ax_or_axes.flat) if hasattr(ax_or_axes, "flat") else [ax_or_axes]
@@ -80,9 +84,11 @@ def _save(ax_or_axes, path: Path) -> None:
 
 
 def study_plots(study, out_dir: Path, importances: dict, metric: str = "objective") -> list[str]:
+    # deferred: matplotlib (heavy) loads only when plotting
     import matplotlib
 
     matplotlib.use("Agg")
+    # deferred: optuna loads only where a study is read
     import optuna.visualization.matplotlib as ovm
     from optuna.trial import TrialState
 
@@ -111,6 +117,7 @@ def study_plots(study, out_dir: Path, importances: dict, metric: str = "objectiv
 
 
 def _importance_bars(importances: dict):
+    # deferred: matplotlib (heavy) loads only when plotting
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * len(importances)))
@@ -122,6 +129,7 @@ def _importance_bars(importances: dict):
 
 
 def param_importances(study) -> tuple[dict, str]:
+    # deferred: optuna loads only where a study is read
     import optuna
     from optuna.trial import TrialState
 
@@ -145,9 +153,6 @@ def _shown_run(run_dir: str) -> str:
 
 def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[str], list[str]]:
     """Markdown lines and the files written (trials CSV, plots) for one study."""
-    from aprelu_exp.report.collect import LOCATION_OVERRIDES
-    from aprelu_exp.search.storage import load_study, portable_storage
-
     out_dir = Path(out_dir)
     study = load_study(study_name, storage)
     rows = trial_rows(study)
@@ -165,7 +170,7 @@ def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[st
                          if states.count(s)) + ".",
              "", "Space: " + "; ".join(f"`{k}` {v}" for k, v in (attrs.get("space") or {}).items()),
              "", "Fixed for every trial: `" + " ".join(o for o in attrs.get("fixed_overrides") or []
-                                                     if not o.lstrip("+~").startswith(LOCATION_OVERRIDES)) + "`"
+                                                     if is_setting_override(o)) + "`"
              + ("; resolved: " + ", ".join(f"{k}={v}" for k, v in attrs["trial_settings"].items())
                 if attrs.get("trial_settings") else ""), ""]
     try:

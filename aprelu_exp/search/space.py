@@ -5,10 +5,15 @@ config-group choices (`model/activation=choice(aprelu,relu)`, `layout=choice(rec
 one Optuna distribution each; a trial's values become the override strings its job runs with."""
 from __future__ import annotations
 
+import itertools
 import math
+import random
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 
 from aprelu_exp.errors import UserError
 
@@ -25,6 +30,7 @@ class SearchSpace:
 
 
 def _describe(dist) -> str:
+    # deferred: optuna loads only where a study is read
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if isinstance(dist, CategoricalDistribution):
@@ -67,6 +73,7 @@ def _check_plain(key: str, values: list) -> None:
 
 
 def _distribution(key: str, override) -> Any:
+    # deferred: optuna loads only where a study is read
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     sweep = override.value()
@@ -105,9 +112,6 @@ def _distribution(key: str, override) -> Any:
 def parse_space(params: dict[str, str] | None, arguments: list[str], config_loader=None) -> SearchSpace:
     """The sweeper's `params` (a reusable search config) and the command line, the latter winning
     key by key: a sweep expression there (re)defines a dimension, a plain value fixes the key."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     parser = OverridesParser.create(config_loader=config_loader)
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
     try:
@@ -136,8 +140,7 @@ def parse_space(params: dict[str, str] | None, arguments: list[str], config_load
 def corner_points(space: SearchSpace, limit: int, seed: int = 0) -> list[dict[str, Any]]:
     """Points that probe the space before any trial runs: every categorical value, both ends of
     every numeric range, in all combinations (a seeded sample of them when there are too many)."""
-    import itertools
-    import random
+    # deferred: optuna loads only where a study is read
 
     from optuna.distributions import CategoricalDistribution
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from aprelu_exp.errors import UserError
+from aprelu_exp.runs.rundir import portable_path, write_json_atomic
 
 DEFAULT_FILE = "optuna.db"
 JOURNAL_PREFIX = "journal:"
@@ -56,12 +58,10 @@ def portable_storage(storage: str) -> str:
     a file elsewhere by its name alone, a server URL without its password."""
     path = _file_of(storage)
     if path is not None:
-        try:
-            shown = str(path.resolve().relative_to(Path.cwd().resolve()))
-        except ValueError:
-            shown = path.name
+        shown = portable_path(path)
         return (JOURNAL_PREFIX if storage.startswith(JOURNAL_PREFIX) else "sqlite:///") + shown
     try:
+        # deferred: comes with optuna, loaded only where a study is read
         from sqlalchemy.engine import make_url
 
         return make_url(storage).render_as_string(hide_password=True)
@@ -72,6 +72,7 @@ def portable_storage(storage: str) -> str:
 def open_storage(storage: str, create: bool = True) -> Any:
     """An Optuna storage object for a normalised storage string; with create=False a storage file
     that does not exist is refused (the commands that only read a study)."""
+    # deferred: optuna loads only where a study is read
     import optuna
 
     path = _file_of(storage)
@@ -80,6 +81,7 @@ def open_storage(storage: str, create: bool = True) -> Any:
                         f"search=record_16_neighbourhood, or -m hydra/sweeper=optuna ...), or give the "
                         f"storage it used with --storage (sqlite:///PATH, journal:PATH or a database URL).")
     if storage.startswith(JOURNAL_PREFIX):
+        # deferred: optuna loads only where a study is read
         from optuna.storages.journal import JournalFileBackend
 
         path = Path(storage[len(JOURNAL_PREFIX):])
@@ -97,7 +99,7 @@ def _rdb_storage(url: str, attempts: int = 8):
     tables and schema version, and the loser fails with IntegrityError or OperationalError
     (seen with two sweepers on one fresh sqlite file). Once one has created them, a retry simply
     opens the storage."""
-    import time
+    # deferred: optuna loads only where a study is read
 
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
@@ -113,6 +115,7 @@ def _rdb_storage(url: str, attempts: int = 8):
 
 
 def load_study(study_name: str, storage: str):
+    # deferred: optuna loads only where a study is read
     import optuna
 
     try:
@@ -124,14 +127,13 @@ def load_study(study_name: str, storage: str):
 
 
 def study_names(storage: str) -> list[str]:
+    # deferred: optuna loads only where a study is read
     import optuna
 
     return sorted(s.study_name for s in optuna.get_all_study_summaries(open_storage(storage, create=False)))
 
 
 def write_search_ref(sweep_dir: Path, study_name: str, storage: str, extra: dict | None = None) -> None:
-    from aprelu_exp.runs.rundir import write_json_atomic
-
     write_json_atomic(Path(sweep_dir) / SEARCH_FILE, {"study": study_name, "storage": storage, **(extra or {})})
 
 

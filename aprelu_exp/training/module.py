@@ -5,10 +5,11 @@ from contextlib import contextmanager
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from aprelu_exp.model import decayed_parameters
+from aprelu_exp.runs.checkpoint import SIGNATURE_KEY
 from aprelu_exp.training.schedule import step_factor
 
 STANDARD, ARTICLE = 0, 1  # validation dataloader indices, see CIFAR10DataModule.val_dataloader
@@ -120,6 +121,4 @@ class APReLUClassifier(pl.LightningModule):
     network_signature: dict | None = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        from aprelu_exp.runs.checkpoint import SIGNATURE_KEY
-
         checkpoint[SIGNATURE_KEY] = self.network_signature

@@ -1,5 +1,5 @@
 """The Sweeper Hydra instantiates for `hydra/sweeper=optuna` (Hydra accepts plugin classes only from
-the hydra_plugins namespace); the search loop is aprelu_exp.search.sweep.Search."""
+the hydra_plugins namespace); the study is aprelu_exp.search.study, the loop aprelu_exp.search.loop."""
 
 from typing import Any, List, Optional
 
@@ -30,6 +30,8 @@ class OptunaSearchSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from aprelu_exp.search.sweep import run_search
+        # Imported when a search runs, not when Hydra scans its plugins (which must stay cheap).
+        from aprelu_exp.report.build import build_report
+        from aprelu_exp.search.loop import run_search
 
-        return run_search(self, arguments)
+        return run_search(self, arguments, report=build_report)

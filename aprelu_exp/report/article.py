@@ -13,7 +13,7 @@ ARTICLE_TO_RUN = {"loss": "train_loss_keras", "acc": "train_acc",
 
 @lru_cache(maxsize=1)
 def article_results() -> dict:
-    text = resources.files("aprelu_exp.records").joinpath("article_results.yaml").read_text()
+    text = resources.files("aprelu_exp.report").joinpath("article_results.yaml").read_text()
     return yaml.safe_load(text)
 
 
