@@ -16,7 +16,8 @@ RATES = ("train_images_per_s", "train_images_per_s_relu_eager", "eval_images_per
 def test_bench_writes_fp32_and_bf16_side_by_side(cli_env, tmp_path):
     out_json = tmp_path / "bench.json"
     out = subprocess.run([sys.executable, "-m", "aprelu_exp.bench", "perf.compile=false", "data.test_subset=200",
-                          "--windows", "2", "--steps", "1", "--epoch-subset", "200", "--out", str(out_json)],
+                          "--windows", "2", "--steps", "1", "--epoch-subset", "200", "--eval-images", "200",
+                          "--out", str(out_json)],
                          cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out_json.read_text())

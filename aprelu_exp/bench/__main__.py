@@ -51,6 +51,8 @@ def main(argv=None) -> int:
                         help="training images of the measured Lightning epoch (scaled to 50,000)")
     parser.add_argument("--epoch-test-subset", type=int, default=5000,
                         help="test images of its two evaluations (scaled to the 10,000)")
+    parser.add_argument("--eval-images", type=int, default=1000,
+                        help="test images of each timed and profiled evaluation pass (default 1000)")
     parser.add_argument("--precisions", default="32,bf16",
                         help="comma-separated perf.precision values to measure side by side (default 32,bf16)")
     args = parser.parse_args(argv)
@@ -113,7 +115,10 @@ def bench(args, parser) -> None:
 
     # 2. evaluation throughput in both validation modes; 3. the convolutions' share (CPU)
     eb, ab = switches["eval_batch_size"], int(cfg.data.article_eval_batch_size)
-    n_eval = max(eb, ab, 1000)
+    if args.eval_images < 1 or args.windows < 1 or args.steps < 1:
+        parser.error("--eval-images, --windows and --steps take positive numbers")
+    n_eval = max(eb, ab, args.eval_images)
+    results["config"]["eval_images"] = n_eval
     xe = (torch.from_numpy(arrays.test_images[:n_eval]).float() / 255 - mean).to(device)
     for p in precisions:
         ctx, r = precision_context(device, p), results["by_precision"][p]
@@ -122,7 +127,7 @@ def bench(args, parser) -> None:
         if device.type == "cpu":
             with ctx():
                 r["convolution_floor"] = convolution_floor(eager_steps[p], bs, (eval_std, eval_art), n_eval,
-                                                           len(arrays.test_labels))
+                                                           len(arrays.test_labels), calls=args.windows)
 
     # 4. augmentation throughput (uint8 -> centred float -> one resampling per batch; fp32 always)
     aug = KerasAugment(augment_config(cfg) or KerasAugmentConfig())
