@@ -19,8 +19,9 @@ The packages form layers; a module imports only from its own package or from a l
     train, cli_help             the composition root; the --help text
     bench, __main__             command-line entry points (each package's __main__ is its own)
 
-A function-level import is kept only to defer a heavy optional dependency (mlflow, matplotlib,
-scikit-learn), with a comment saying so.
+A function-level import is kept only to defer a heavy dependency that the importing command may not
+need (optuna, matplotlib, mlflow, scikit-learn; torch where a run directory is only read), with a
+comment saying so.
 """
 
 LAYERS = (
