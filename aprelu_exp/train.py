@@ -40,7 +40,8 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     signature = network_signature(cfg.model)
     resume_ckpt = resume_epoch = None
     if cfg.get("resume"):
-        resume_ckpt, resume_epoch = resume_checkpoint(Path(cfg.resume), signature, str(cfg.get("resume_from") or "last"))
+        resume_ckpt, resume_epoch = resume_checkpoint(Path(cfg.resume), signature,
+                                                      str(cfg.get("resume_from") or "last"))
     try:
         dm.prepare()
     except DataError as exc:

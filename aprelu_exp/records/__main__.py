@@ -132,8 +132,8 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    commands = {"confirm": lambda: cmd_confirm(args), "list": cmd_list, "show": lambda: cmd_show(args.ref), "promote": lambda: cmd_promote(args),
-                "diff": lambda: cmd_diff(args.a, args.b)}
+    commands = {"list": cmd_list, "show": lambda: cmd_show(args.ref), "diff": lambda: cmd_diff(args.a, args.b),
+                "promote": lambda: cmd_promote(args), "confirm": lambda: cmd_confirm(args)}
     return run_command(commands[args.cmd])
 
 if __name__ == "__main__":

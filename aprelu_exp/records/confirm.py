@@ -34,7 +34,7 @@ class NotConfirmed(UserError):
 def merge_settings(base: dict, overrides: list[str]) -> list[str]:
     """Settings as key=value overrides: the search's own, then the user's (a larger budget=, a
     launcher) key by key; a budget given by the user replaces the search's max_epochs too."""
-    merged = {k: v for k, v in base.items()}
+    merged = dict(base)
     for o in overrides:
         if "=" not in o:
             raise UserError(f"{o!r} is not an override; give key=value (e.g. budget=10).")

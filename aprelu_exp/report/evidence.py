@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.settings import settings_without_seed
@@ -80,6 +79,10 @@ def metric_value(summary: dict, metric: str) -> float | None:
 
 def mean_interval(values) -> dict:
     """n, mean, std (n-1) and the 95 % Student t interval of the mean."""
+    # deferred: scipy.stats takes ~0.8 s to import, which every run's start would pay (the main
+    # command imports the report for its sweeps)
+    from scipy import stats
+
     x = np.asarray(list(values), dtype=float)
     n = len(x)
     mean = float(x.mean()) if n else math.nan
@@ -95,6 +98,9 @@ def mean_interval(values) -> dict:
 
 def compare(a: dict[int, float], b: dict[int, float], paired: bool | None = None) -> dict:
     """A against B (seed -> value each). paired=None pairs when both ran the same seeds; True insists."""
+    # deferred: scipy.stats (see mean_interval)
+    from scipy import stats
+
     n_a, n_b = len(a), len(b)
     if n_a < 2 or n_b < 2:
         raise UserError(f"a comparison needs at least 2 runs per group (seeds as replicates); this one has "

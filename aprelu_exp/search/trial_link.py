@@ -37,7 +37,8 @@ class TrialReporter(EndsRunEarly):
             raise UserError(f"callbacks=trial_reporter needs trial.{', trial.'.join(missing)}: the trial keys are "
                             f"written by the search sweeper (hydra/sweeper=optuna); a run outside a search "
                             f"leaves them null and uses no trial reporter.")
-        self.study_name, self.storage_name, self.number, self.metric = str(study), str(storage), int(number), str(metric)
+        self.study_name, self.storage_name = str(study), str(storage)
+        self.number, self.metric = int(number), str(metric)
         storage = open_storage(self.storage_name)
         try:
             study_id = storage.get_study_id_from_name(self.study_name)

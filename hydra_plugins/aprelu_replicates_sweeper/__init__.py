@@ -22,6 +22,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="replicates", node=Repl
 
 class ReplicatesSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
+        # Imported when a sweep runs, not when Hydra scans its plugins (which every command does).
         from aprelu_exp.errors import UserError
         from aprelu_exp.runs.replicates import seed_sweep
 
