@@ -1,91 +1,61 @@
-"""`python -m aprelu_exp [overrides]`: compose the Hydra config and train one run (or a sweep)."""
+"""`aprelu-exp [overrides]` (also `python -m aprelu_exp`): compose the Hydra config and train one run
+(or a sweep). The command answers `--help`, `--cfg`, `--info` and tab completion without loading
+torch or Lightning: those load with the job (aprelu_exp.job), once there is something to train."""
 from __future__ import annotations
 
-import logging
+import os
 import sys
-from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from aprelu_exp import cli_help, config_schema  # noqa: F401  (config_schema registers the typed schemas)
-from aprelu_exp.compose import register_resolvers
+from aprelu_exp import cli_help
+from aprelu_exp.compose import check_conf_dir, explain, register_resolvers
 from aprelu_exp.errors import UserError
-from aprelu_exp.report.build import build_report
-from aprelu_exp.runs.callbacks import NonFiniteLossError
-from aprelu_exp.runs.interrupts import RunInterrupted
-from aprelu_exp.runs.noise import quiet_third_party
-from aprelu_exp.runs.resume import resume_config
-from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, write_status
-from aprelu_exp.train import train
 
-log = logging.getLogger("aprelu_exp")
 register_resolvers()
 cli_help.register()
-quiet_third_party()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
+def _conf_dir() -> str:
     try:
-        launcher = str(hc.launcher.get("_target_", ""))
-        if multirun and "ddp" in str(cfg.trainer.get("strategy", "")) and "submitit" not in launcher:
-            raise UserError(
-                "trainer.strategy=ddp inside a Hydra multirun (-m) is refused: Lightning's DDP "
-                "launcher re-runs the command line per device, which would re-launch the sweep. "
-                "Run each DDP job as its own command, or sweep with the submitit launcher "
-                "(hydra/launcher=submitit_slurm, one task per GPU) and trainer.strategy=ddp there.")
-        if not multirun and int(cfg.get("replicates") or 1) != 1:
-            raise UserError(f"replicates={cfg.replicates} asks for {cfg.replicates} runs (one per seed); "
-                            f"that is a sweep: add -m (python -m aprelu_exp -m ... replicates="
-                            f"{cfg.replicates}).")
-        if cfg.get("resume"):
-            fresh_dir = run_dir
-            cfg, run_dir = resume_config(cfg, list(hc.overrides.task))
-            discard_unstarted(fresh_dir)
-        elif (run_dir / "checkpoints" / "last.ckpt").is_file():
-            # The same job started again in its own directory: a SLURM job requeued after
-            # preemption (submitit), or a fixed hydra.run.dir. It goes on from its last epoch.
-            log.warning("%s already holds a checkpoint: continuing that run (requeued job).", run_dir)
-            cfg.resume = str(run_dir)
-        summary = train(cfg, run_dir)
-    except RunInterrupted as exc:
-        if launched_as_global_zero():
-            print(f"interrupted by {exc}; checkpoints/last.ckpt keeps the last completed epoch. "
-                  f"Resume with:\n  python -m aprelu_exp resume={run_dir}", file=sys.stderr, flush=True)
-            if multirun:
-                # The sweep stops here; its report still lists every job, this one as interrupted.
-                sweep_dir = Path(hc.sweep.dir)
-                build_report([sweep_dir], sweep_dir, title=f"Sweep {sweep_dir.name} (interrupted)")
-        sys.exit(exc.exit_code)
+        return str(check_conf_dir())
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if multirun:
-            # The job stays in the sweep (with its overrides) as a failed row of the report.
-            if launched_as_global_zero():
-                run_dir.mkdir(parents=True, exist_ok=True)
-                write_status(run_dir, "failed", str(exc))
-            return None
-        if launched_as_global_zero():
-            discard_unstarted(run_dir)
         sys.exit(UserError.exit_code)
-    except NonFiniteLossError as exc:
+
+
+@hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
+def task(cfg: DictConfig) -> float | None:
+    # Deferred on purpose: everything Hydra answers without a job (help, completion, --cfg) stays
+    # free of torch's and Lightning's import time (seconds).
+    from aprelu_exp.job import run_job
+
+    return run_job(cfg)
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    return [a for a in argv if "=" in a and not a.startswith("-")]
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    completing = any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in argv)
+    # Hydra then raises its composition errors instead of printing them with exit 1: they are said
+    # here in one paragraph naming the key, with exit 2 (bad input).
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        task()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if completing:
+            sys.exit(0)  # a line that does not parse completes to nothing, quietly
+        print(f"error: {explain(exc, _overrides(argv))}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if multirun:
-            return None
-        sys.exit(3)
-    except Exception:
-        if multirun:
-            # One failed job must not end the sweep; its status.json already says why.
-            log.exception("job %s failed; the sweep continues", hc.job.num)
-            return None
-        raise
-    return summary.get("final", {}).get("val_acc")
+        sys.exit(UserError.exit_code)
 
 
 if __name__ == "__main__":

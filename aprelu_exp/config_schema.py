@@ -1,90 +1,18 @@
-"""Typed schemas (Hydra structured configs) for every config group.
+"""Typed schemas (Hydra structured configs) for the keys that are the project's own: the root keys
+(seed, budget, resume, the record's provenance, ...) and the perf switches.
 
-Each YAML option names its schema first in its defaults list, so Hydra rejects unknown keys and
-values of the wrong type while composing, before any run directory exists. Semantic checks that
-types cannot express (a width the shortcut cannot join, a reduction larger than the channels) live
-next to the code they protect and run before training starts.
+The parts a run trains with (network, data, augmentation, optimizer, schedule, loggers, callbacks,
+trainer) have no schema here: each is a `_target_` node whose constructor's signature declares its
+settings, checked by aprelu_exp.parts before anything is built. Semantic checks that types cannot
+express (a width the shortcut cannot join, a reduction larger than the channels) live next to the
+code they protect and run before training starts.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
-
-from aprelu_exp.data.augment import KerasAugmentConfig
-
-
-@dataclass
-class StageSchema:
-    blocks: int = 1
-    channels: int = 16
-    downsample: bool = False
-
-
-@dataclass
-class ModelSchema:
-    activation: str = "aprelu"
-    stem_channels: int = 16
-    stages: List[StageSchema] = field(default_factory=list)
-    reduction: int = 16
-    num_classes: int = 10
-    shortcut: str = "zero_pad"
-    tf_same_padding: bool = True
-    bn_momentum: float = 0.1
-    bn_eps: float = 1e-3
-    init: str = "keras"
-
-
-@dataclass
-class DataSchema:
-    root: Optional[str] = None
-    download: bool = True
-    verify_digests: bool = True
-    train_subset: Optional[int] = None
-    test_subset: Optional[int] = None
-    batch_size: int = 100
-    eval_batch_size: Any = "auto"  # auto or a positive int, checked in train.eval_batch_size
-    article_eval_batch_size: int = 100
-    centring: str = "scalar"
-    device_resident: str = "auto"
-
-
-@dataclass
-class KerasAugmentSchema(KerasAugmentConfig):
-    # The fields and their defaults are the augmentation's own (one source of truth).
-    name: str = "keras"
-
-
-@dataclass
-class NoAugmentSchema:
-    name: str = "none"
-
-
-@dataclass
-class OptimSchema:
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    l2: float = 1e-4
-
-
-@dataclass
-class ScheduleSchema:
-    epochs: int = 5000
-    every: int = 1500
-    gamma: float = 0.1
-
-
-@dataclass
-class MLflowLoggerSchema:
-    # The `logger` group's entries are Lightning loggers built with instantiate; MLflow's is typed
-    # because its keys are this project's.
-    _target_: str = "aprelu_exp.runs.mlflow_logger.RunMLFlowLogger"
-    tracking_uri: Optional[str] = None  # null: an sqlite store beside the runs (<run_root>/mlflow.db)
-    experiment_name: str = "aprelu-exp"
-    log_checkpoints: bool = False
-    run_root: str = "runs"
 
 
 @dataclass
@@ -151,13 +79,6 @@ class RootSchema:
 # schema in with `- /<name>@_here_` (an absolute path, into the option's own package).
 SCHEMAS = {
     "root_schema": RootSchema,
-    "model_schema": ModelSchema,
-    "data_schema": DataSchema,
-    "augment_keras_schema": KerasAugmentSchema,
-    "augment_none_schema": NoAugmentSchema,
-    "optim_schema": OptimSchema,
-    "schedule_schema": ScheduleSchema,
-    "mlflow_logger_schema": MLflowLoggerSchema,
     "perf_schema": PerfSchema,
 }
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
-from aprelu_exp.compose import instantiate_group
+from aprelu_exp import parts
 from aprelu_exp.data.cifar10 import DataError
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs import lifecycle
@@ -24,7 +23,7 @@ from aprelu_exp.training.precision import perf_switches
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     """The `logger` group's Lightning loggers, each writing into the run directory."""
-    return instantiate_group("logger", cfg.get("logger"), save_dir=str(run_dir))
+    return parts.build_entries("logger", cfg.get("logger"), save_dir=str(run_dir))
 
 
 def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
@@ -40,7 +39,7 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     signature = network_signature(cfg.model)
     resume_ckpt = resume_epoch = None
     if cfg.get("resume"):
-        resume_ckpt, resume_epoch = resume_checkpoint(Path(cfg.resume), signature,
+        resume_ckpt, resume_epoch = resume_checkpoint(Path(cfg.resume), signature, net.state_dict(),
                                                       str(cfg.get("resume_from") or "last"))
     try:
         dm.prepare()
@@ -49,11 +48,11 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     recorder = EpochRecorder(run_dir)
     # Built before the run directory is taken: a callback that cannot start (a search's storage
     # out of reach) is bad input.
-    configured = instantiate_group("callbacks", cfg.get("callbacks"))
+    configured = parts.build_entries("callbacks", cfg.get("callbacks"))
 
     with lifecycle.run_directory(cfg, run_dir) as clock:
         perf = perf_switches(cfg, dm.num_train, plan.max_epochs)
-        module = build_module(cfg, net, plan, perf)
+        module = build_module(cfg, net, perf)
         module.network_signature = signature
         facts = {"record": OmegaConf.to_container(cfg.record), "schedule": plan.as_dict(),
                  "seed": int(cfg.seed), "run_dir": str(run_dir), "num_train": dm.num_train,
@@ -74,7 +73,7 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
         if cfg.trainer.get("enable_progress_bar", True):
             progress = run_progress(plan.max_epochs, recorder, cfg.get("progress_refresh_rate", 10))
             callbacks.append(progress)
-        trainer = instantiate(cfg.trainer, max_epochs=plan.max_epochs, callbacks=callbacks,
+        trainer = parts.build("trainer", cfg.trainer, max_epochs=plan.max_epochs, callbacks=callbacks,
                               logger=build_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir),
                               plugins=[AtomicCheckpointIO()], precision=perf["precision"],
                               # Off where stdout is no terminal: EpochLines prints one line per epoch.

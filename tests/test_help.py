@@ -10,7 +10,7 @@ from inprocess import REPO, run_module
 from omegaconf import OmegaConf
 
 from aprelu_exp.train import build_loggers
-from aprelu_exp.training.build import augment_config, build_datamodule, build_net
+from aprelu_exp.training.build import build_augment, build_datamodule, build_net, preflight
 from aprelu_exp.training.precision import perf_switches
 from aprelu_exp.training.schedule import plan_schedule
 
@@ -78,8 +78,8 @@ def test_no_schema_is_offered_as_an_option():
     for group, options in _hydra_groups().items():
         assert not [o for o in options if "schema" in o], group
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        with pytest.raises(Exception, match="model_schema"):
-            compose("config", overrides=["model=model_schema"])
+        with pytest.raises(Exception, match="perf_schema"):
+            compose("config", overrides=["perf=perf_schema"])
 
 
 def _runnable(cfg, cifar, tmp_path):
@@ -87,8 +87,9 @@ def _runnable(cfg, cifar, tmp_path):
     net = build_net(cfg)
     assert sum(p.numel() for p in net.parameters()) > 0
     plan_schedule(cfg)
+    preflight(cfg)  # every part's node against its constructor, optimizer and schedule built
     perf_switches(cfg)
-    augment_config(cfg)
+    build_augment(cfg)
     build_loggers(cfg, tmp_path)
     build_datamodule(cfg, arrays=cifar)
 

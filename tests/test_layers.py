@@ -50,6 +50,9 @@ def project_imports(tree: ast.Module, module: str):
 
 
 MODULES = sorted(PACKAGE.rglob("*.py"))
+# The one deferred project import: the main command loads its job (torch, Lightning) only when a job
+# starts, so that --help, --cfg and tab completion answer at once (tests/test_installed.py checks it).
+DEFERRED = {("aprelu_exp.__main__", "aprelu_exp.job")}
 
 
 def test_every_module_is_in_a_layer_and_the_order_names_only_real_units():
@@ -69,7 +72,7 @@ def test_imports_point_down_the_layers(path):
             continue
         if unit_of(imported) != unit_of(module) and layer_of(imported) >= layer_of(module):
             upward.append(f"line {line}: {imported} (layer {layer_of(imported)}) from layer {layer_of(module)}")
-        if not top_level:
+        if not top_level and (module, imported) not in DEFERRED:
             deferred.append(f"line {line}: {imported}")
     assert not upward, f"{module} imports a unit at or above its own layer: {upward}"
     assert not deferred, f"{module} imports project modules inside functions: {deferred}"

@@ -6,14 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from aprelu_exp.model import APReLUResNet, NetworkConfigError, Stage, build_network
+from aprelu_exp.model import APReLUResNet, NetworkConfigError, Stage
 from aprelu_exp.model.resnet import Conv3x3, PreActBlock, make_batchnorm
+from aprelu_exp.training.build import build_net
 
 RECORD_16 = [Stage(1, 32, False), Stage(1, 32, True), Stage(1, 64, True)]
 
 
 def test_record16_sizes_match_the_keras_model(make_cfg):
-    net = build_network(make_cfg("experiment=record_16").model)
+    net = build_net(make_cfg("experiment=record_16"))
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     running = sum(b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var")))
     assert trainable == 92_669  # Keras model.summary() of record 16

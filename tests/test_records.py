@@ -41,7 +41,8 @@ def test_record16_is_the_seed_script():
         {"blocks": 1, "channels": 64, "downsample": True}]
     assert (cfg.model.stem_channels, cfg.model.reduction, cfg.model.activation) == (16, 16, "aprelu")
     assert (cfg.schedule.epochs, cfg.schedule.every, cfg.schedule.gamma) == (5000, 1500, 0.1)
-    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.nesterov, cfg.optim.l2) == (0.1, 0.9, True, 1e-4)
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.nesterov, cfg.model.l2) == (0.1, 0.9, True, 1e-4)
+    assert cfg.optim._target_ == "torch.optim.SGD" and cfg.schedule._target_.endswith("KerasStepLR")
     assert cfg.data.batch_size == 100 and cfg.trainer.max_epochs == 5000
 
 

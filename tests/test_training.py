@@ -1,53 +1,67 @@
-"""The training semantics: Keras L2, decay groups, the two validation modes, the lr schedule."""
-import numpy as np
+"""The training semantics: Keras L2 on exactly the tensors Keras regularises, the two validation
+modes, the lr schedules (step and cosine) against hand-computed values."""
+import copy
+import functools
+import math
+
 import pytest
 import torch
-from torch import nn
 
 from aprelu_exp.model import APReLUResNet, Stage
 from aprelu_exp.training.module import APReLUClassifier, batchnorm_batch_statistics
-from aprelu_exp.training.schedule import scale_milestones, step_factor, step_milestones
+from aprelu_exp.training.schedule import KerasStepLR, WarmupCosineLR, scale_milestones, step_factor, step_milestones
+
+SGD = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True)
+
+# Written out by hand from the Keras model (kernel_regularizer on every Conv2D and Dense kernel,
+# gamma_regularizer on every BatchNormalization, APReLU's inner layers included), for one APReLU
+# block of 8 channels: the tensors l2(1e-4) penalises. Biases and betas are not penalised.
+KERAS_REGULARISED = {
+    "stem.weight", "blocks.0.bn1.weight", "blocks.0.conv1.weight", "blocks.0.bn2.weight", "blocks.0.conv2.weight",
+    "blocks.0.act1.fc1.weight", "blocks.0.act1.bn1.weight", "blocks.0.act1.fc2.weight", "blocks.0.act1.bn2.weight",
+    "blocks.0.act2.fc1.weight", "blocks.0.act2.bn1.weight", "blocks.0.act2.fc2.weight", "blocks.0.act2.bn2.weight",
+    "head_bn.weight", "head_act.fc1.weight", "head_act.bn1.weight", "head_act.fc2.weight", "head_act.bn2.weight",
+    "fc.weight",
+}
 
 
-def _net():
+def _net(l2=1e-4):
     torch.manual_seed(0)
-    return APReLUResNet([Stage(1, 8, False)], stem_channels=8, reduction=2)
+    return APReLUResNet([Stage(1, 8, False)], stem_channels=8, reduction=2, l2=l2)
 
 
-def test_l2_penalty_counts_kernels_and_gammas_only():
+def test_l2_gradient_reaches_exactly_the_tensors_keras_regularises():
     net = _net()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.fill_(2.0)
-                m.bias.fill_(5.0)  # betas are not penalised
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.bias.fill_(7.0)  # nor are biases
-    module = APReLUClassifier(net, l2=1e-4)
-    expected = 0.0
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            expected += (m.weight.detach().double() ** 2).sum().item()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            expected += 4.0 * m.num_features
-    assert module.l2_penalty().item() == pytest.approx(1e-4 * expected, rel=1e-5)
+    module = APReLUClassifier(net, SGD)
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    module.on_before_optimizer_step(None)
+    for name, p in net.named_parameters():
+        expected = 2e-4 * p.detach() if name in KERAS_REGULARISED else torch.zeros_like(p)
+        torch.testing.assert_close(p.grad, expected, msg=name)
+    assert len(KERAS_REGULARISED) == 19 and set(dict(net.named_parameters())) >= KERAS_REGULARISED
 
 
-def test_sgd_gets_weight_decay_twice_l2_on_the_penalised_group():
-    module = APReLUClassifier(_net(), lr=0.1, l2=1e-4)
-    opt = module.configure_optimizers()["optimizer"]
-    decays = sorted(g["weight_decay"] for g in opt.param_groups)
-    assert decays == [0.0, pytest.approx(2e-4)]
-    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
-    # One SGD step on a decayed tensor with zero data gradient equals the Keras penalty gradient.
-    net = module.net
-    w = net.fc.weight
+def test_l2_penalty_is_the_keras_loss_term():
+    net = _net()
+    named = dict(net.named_parameters())
+    expected = sum((named[n].detach().double() ** 2).sum().item() for n in KERAS_REGULARISED)
+    assert APReLUClassifier(net, SGD).l2_penalty().item() == pytest.approx(1e-4 * expected, rel=1e-5)
+    assert APReLUClassifier(_net(l2=0.0), SGD).l2_penalty().item() == 0.0
+
+
+def test_one_sgd_step_with_no_data_gradient_is_the_keras_penalty_step():
+    module = APReLUClassifier(_net(), SGD)
+    opt = module.configure_optimizers()
+    w = module.net.fc.weight
     before = w.detach().clone()
     opt.zero_grad()
-    (0 * net(torch.randn(4, 3, 32, 32)).sum()).backward()
+    (0 * module.net(torch.randn(4, 3, 32, 32)).sum()).backward()
+    module.on_before_optimizer_step(opt)
     opt.step()
     # nesterov: p -= lr * (g + m * buf), buf = g at the first step -> lr * (1 + m) * 2e-4 * w
     torch.testing.assert_close(w.detach(), before - 0.1 * 1.9 * 2e-4 * before)
+    assert all(g["weight_decay"] == 0 for g in opt.param_groups)  # the penalty is not counted twice
 
 
 def test_article_mode_uses_batch_statistics_and_leaves_running_stats():
@@ -62,7 +76,6 @@ def test_article_mode_uses_batch_statistics_and_leaves_running_stats():
     assert not net.training and not any(m.training for m in net.modules())
     # Reference: a deep copy in plain train mode computes the same outputs (it would, however,
     # also update its running statistics).
-    import copy
     ref = copy.deepcopy(net).train()
     with torch.no_grad():
         torch.testing.assert_close(y_article, ref(x))
@@ -75,3 +88,34 @@ def test_step_schedule_matches_keras_scheduler():
     # Keras: lr changes at the start of 0-based epoch 1500, 3000, 4500.
     assert [step_factor(e, ms, 0.1) for e in (0, 1499, 1500, 2999, 3000, 4500, 4999)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.001, 0.001])
+
+
+def _lrs(scheduler_cls, n, **kw):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = scheduler_cls(opt, **kw)
+    out = []
+    for _ in range(n):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_step_schedule_class_on_a_budget_drops_at_the_scaled_milestones():
+    # 5000 epochs with drops at 1500/3000/4500, compressed into 10: drops at 3, 6, 9.
+    assert _lrs(KerasStepLR, 10, epochs=5000, every=1500, gamma=0.1, budget=10) == pytest.approx(
+        [0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 0.0001])
+
+
+def test_cosine_schedule_with_warmup_by_hand():
+    # 2 warm-up epochs (lr/2, lr), then a cosine over the 4 remaining epochs down to 0.1 * lr:
+    # factor = 0.1 + 0.9 * (1 + cos(pi * k / 4)) / 2 for k = 0..3.
+    by_hand = [0.05, 0.1] + [0.1 * (0.1 + 0.9 * (1 + math.cos(math.pi * k / 4)) / 2) for k in range(4)]
+    assert _lrs(WarmupCosineLR, 6, epochs=6, warmup_epochs=2, min_factor=0.1) == pytest.approx(by_hand)
+    # On a budget of 3 of a 6-epoch schedule the warm-up keeps its share: 1 epoch, then a cosine over 2.
+    assert _lrs(WarmupCosineLR, 3, epochs=6, warmup_epochs=2, min_factor=0.0, budget=3) == pytest.approx(
+        [0.1, 0.1, 0.05])
+
+
+def test_scaled_milestones_keep_their_fractions():
+    assert scale_milestones([1500, 3000, 4500], 5000, 50) == [15, 30, 45]

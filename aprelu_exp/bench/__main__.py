@@ -33,7 +33,7 @@ from aprelu_exp.data.cifar10 import load_cifar10
 from aprelu_exp.errors import run_command
 from aprelu_exp.runs.noise import quiet_third_party
 from aprelu_exp.runs.rundir import environment
-from aprelu_exp.training.build import augment_config
+from aprelu_exp.training.build import build_augment
 from aprelu_exp.training.precision import LIGHTNING_PRECISION, bf16_support, cpu_capability, run_device
 
 # perf.precision value -> the Lightning precision it runs as.
@@ -130,7 +130,7 @@ def bench(args, parser) -> None:
                                                            len(arrays.test_labels), calls=args.windows)
 
     # 4. augmentation throughput (uint8 -> centred float -> one resampling per batch; fp32 always)
-    aug = KerasAugment(augment_config(cfg) or KerasAugmentConfig())
+    aug = KerasAugment(build_augment(cfg) or KerasAugmentConfig())
     raw = torch.from_numpy(arrays.train_images[:1000]).to(device)
     g = torch.Generator(device=device).manual_seed(0)
     results["augment_images_per_s"] = rates(lambda: aug(raw.float().div(255).sub(mean), g), 1000,

@@ -40,11 +40,11 @@ def build(cfg, activation=None, compile_net=None, channels_last=None):
     if channels_last is not None:
         c.perf.channels_last = str(channels_last).lower()
     switches = full_run_switches(c)
-    return build_module(c, build_net(c), plan_schedule(c), switches), switches
+    return build_module(c, build_net(c), switches), switches
 
 
 def training_step_fn(module, batch, device, ctx) -> tuple:
-    """A plain SGD step of `module` on one fixed batch under `ctx`, after warm-up; returns
+    """A plain optimizer step of `module` on one fixed batch under `ctx`, after warm-up; returns
     (step, warm-up seconds). The loss is taken in fp32, as the training module does."""
     x, y = batch
     module.to(device).train()
@@ -55,6 +55,7 @@ def training_step_fn(module, batch, device, ctx) -> tuple:
         with ctx():
             loss = F.cross_entropy(module(x).float(), y)
         loss.backward()
+        module.on_before_optimizer_step(opt)  # the Keras L2 gradient
         opt.step()
 
     t = time.perf_counter()

@@ -3,6 +3,7 @@ centring and the Keras augmentation applied per batch on the data's device. No w
 and no per-image Python: a batch costs one gather and one resampling."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -78,12 +79,19 @@ class BatchLoader:
 
 
 class CIFAR10DataModule(pl.LightningDataModule):
-    def __init__(self, root=None, download: bool = True, verify_digests: bool = True,
+    """The `data` part; its constructor's signature is the one declaration of the `data` settings
+    (conf/data/cifar10.yaml gives the defaults). The run passes seed, augment and arrays itself, and
+    eval_batch_size resolved (the YAML's `auto` follows the device)."""
+
+    def __init__(self, root: str | None = None, download: bool = True, verify_digests: bool = True,
                  train_subset: int | None = None, test_subset: int | None = None, batch_size: int = 100,
-                 eval_batch_size: int = 1000, article_eval_batch_size: int = 100, centring: str = "scalar",
+                 eval_batch_size: int | str = 1000, article_eval_batch_size: int = 100, centring: str = "scalar",
                  device_resident: str | bool = "auto", seed: int = 0,
                  augment: KerasAugmentConfig | None = None, arrays: CIFAR10Arrays | None = None):
         super().__init__()
+        for key, value in (("train_subset", train_subset), ("test_subset", test_subset)):
+            if value is not None and int(value) < 1:
+                raise ValueError(f"data.{key}={value} must be a positive number of images, or null for all.")
         if centring not in CENTRINGS:
             raise ValueError(f"data.centring must be one of {', '.join(CENTRINGS)} ('scalar' is the "
                              f"article's single training-set mean); got {centring!r}.")
@@ -102,6 +110,15 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self.augment = KerasAugment(augment) if augment is not None else None
         self.arrays = arrays
         self._prepared = False
+
+    def state_dict(self) -> dict:
+        # Saved in every checkpoint by Lightning: what this data module trained with, as the object
+        # holds it (a checkpoint can be checked against a config without trusting the config).
+        return {"augment": dataclasses.asdict(self.augment.cfg) if self.augment is not None else None,
+                "train_subset": self.train_subset, "batch_size": self.batch_size, "centring": self.centring}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # nothing to restore: the data and its order follow from the config and the epoch
 
     # -- data -------------------------------------------------------------------------------------
     def prepare(self) -> None:

@@ -4,12 +4,10 @@ from aprelu_exp.model.resnet import (
     APReLUResNet,
     NetworkConfigError,
     Stage,
-    build_network,
-    check_network_config,
     decayed_parameters,
 )
 
 __all__ = [
     "ACTIVATIONS", "APReLU", "APReLUShared", "DyReLUB", "APReLUResNet", "NetworkConfigError",
-    "Stage", "build_network", "check_network_config", "decayed_parameters",
+    "Stage", "decayed_parameters",
 ]

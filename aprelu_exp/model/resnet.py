@@ -6,6 +6,7 @@ resolution twice); records that want one downsampling block write it as a stage 
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -124,6 +125,9 @@ class PreActBlock(nn.Module):
 
 
 class APReLUResNet(nn.Module):
+    """The network; its constructor's signature is the one declaration of the `model` settings
+    (conf/model/resnet.yaml gives the defaults the records start from)."""
+
     def __init__(
         self,
         stages: Sequence[Stage],
@@ -136,10 +140,15 @@ class APReLUResNet(nn.Module):
         bn_momentum: float = 0.1,
         bn_eps: float = 1e-3,
         init: str = "keras",
+        l2: float = 1e-4,
         in_channels: int = 3,
     ):
         super().__init__()
-        check_network(stages, stem_channels, activation, reduction, shortcut, init)
+        stages = as_stages(stages)
+        check_network(stages, stem_channels, activation, reduction, shortcut, init, l2)
+        # Keras declares its regulariser on the layers (kernel_regularizer=l2(...)): the network says
+        # which tensors it penalises (decayed_parameters) and how much; the training module adds it.
+        self.l2 = float(l2)
         bn = make_batchnorm(bn_momentum, bn_eps)
         self.stem = nn.Conv2d(in_channels, stem_channels, 3, padding=1)
         blocks, cin = [], stem_channels
@@ -158,14 +167,41 @@ class APReLUResNet(nn.Module):
         if init == "keras":
             keras_init_(self)
 
+    @classmethod
+    def check(cls, **settings) -> None:
+        """The constructor's checks without building (a large network takes a second or more): what
+        a search needs for every point it probes."""
+        a = inspect.signature(cls).bind(**settings)
+        a.apply_defaults()
+        a = a.arguments
+        check_network(as_stages(a["stages"]), a["stem_channels"], a["activation"], a["reduction"], a["shortcut"],
+                      a["init"], a["l2"])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
         x = self.head_act(self.head_bn(x))
         return self.fc(x.mean(dim=(2, 3), dtype=torch.float32))
 
 
-def check_network(stages, stem_channels, activation, reduction, shortcut, init="keras") -> None:
+def as_stages(stages) -> list[Stage]:
+    """Stages from the config's mappings ({blocks, channels, downsample}) or Stage objects."""
+    out = []
+    for i, s in enumerate(stages):
+        if not isinstance(s, Stage):
+            keys = set(s)
+            if keys != set(Stage.__dataclass_fields__):
+                raise NetworkConfigError(
+                    f"model.stages[{i}] has the keys {sorted(keys)}; a stage is exactly "
+                    f"{{blocks, channels, downsample}}, e.g. {{blocks: 1, channels: 32, downsample: true}}.")
+            s = Stage(int(s["blocks"]), int(s["channels"]), bool(s["downsample"]))
+        out.append(s)
+    return out
+
+
+def check_network(stages, stem_channels, activation, reduction, shortcut, init, l2) -> None:
     """Reject descriptions Keras could not build, with the key and the fix in the message."""
+    if l2 < 0:
+        raise NetworkConfigError(f"model.l2={l2} must be >= 0 (0 turns the Keras L2 penalty off).")
     if init not in ("keras", "torch"):
         raise NetworkConfigError(f"model.init must be 'keras' or 'torch', got {init!r}")
     if activation not in ACTIVATIONS:
@@ -214,34 +250,6 @@ def keras_init_(model: nn.Module) -> None:
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-def _network_args(cfg) -> dict:
-    stages = [Stage(int(s["blocks"]), int(s["channels"]), bool(s["downsample"])) for s in cfg["stages"]]
-    return dict(
-        stages=stages,
-        stem_channels=int(cfg["stem_channels"]),
-        activation=str(cfg["activation"]),
-        reduction=int(cfg["reduction"]),
-        num_classes=int(cfg["num_classes"]),
-        shortcut=str(cfg["shortcut"]),
-        tf_same_padding=bool(cfg["tf_same_padding"]),
-        bn_momentum=float(cfg["bn_momentum"]),
-        bn_eps=float(cfg["bn_eps"]),
-        init=str(cfg["init"]),
-    )
-
-
-def check_network_config(cfg) -> None:
-    """The checks build_network makes, without building (a large network takes a second or more):
-    what a search needs for every point it probes."""
-    a = _network_args(cfg)
-    check_network(a["stages"], a["stem_channels"], a["activation"], a["reduction"], a["shortcut"], a["init"])
-
-
-def build_network(cfg) -> APReLUResNet:
-    """Build from the ``model`` config node (an OmegaConf node or a plain mapping)."""
-    return APReLUResNet(**_network_args(cfg))
 
 
 def decayed_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -11,9 +11,7 @@ from aprelu_exp.errors import UserError
 from aprelu_exp.runs.rundir import atomic_file
 
 SIGNATURE_KEY = "aprelu_network_signature"
-# The keys that decide the network's shapes and wiring; anything else may change on resume.
-ARCHITECTURE_KEYS = ("activation", "stem_channels", "stages", "reduction", "num_classes", "shortcut",
-                     "tf_same_padding")
+NET_PREFIX = "net."  # the Lightning module's attribute that holds the network
 
 
 class DamagedCheckpoint(UserError):
@@ -21,8 +19,13 @@ class DamagedCheckpoint(UserError):
 
 
 def network_signature(model_cfg: DictConfig) -> dict:
-    data = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
-    return {k: data.get(k) for k in ARCHITECTURE_KEYS}
+    """The `model` node as it built the network, stored in every checkpoint so that a refusal can
+    name the settings that differ."""
+    return OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+
+
+def tensor_shapes(state_dict: dict, prefix: str = "") -> dict[str, tuple]:
+    return {k[len(prefix):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def _flat(sig: dict) -> dict:
@@ -38,13 +41,16 @@ def _flat(sig: dict) -> dict:
     return out
 
 
-def check_compatible(ckpt_path: Path, signature: dict) -> int:
+def check_compatible(ckpt_path: Path, signature: dict, net_state: dict) -> int:
     """Refuse to resume from a checkpoint of another network, naming every differing key; return
-    the epoch the checkpoint ends."""
+    the epoch the checkpoint ends. Which settings are architecture is derived, not listed: the
+    checkpoint fits where its network's tensors have the names and shapes of the network that the
+    config builds (``net_state``); a setting that shapes nothing (bn_eps, l2) may change."""
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         saved = checkpoint.get(SIGNATURE_KEY)
         epoch = int(checkpoint["epoch"])
+        saved_shapes = tensor_shapes(checkpoint["state_dict"], NET_PREFIX)
     except Exception as exc:
         raise DamagedCheckpoint(f"checkpoint {ckpt_path} cannot be read ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:200]}); it is truncated, damaged or not one of "
@@ -52,13 +58,17 @@ def check_compatible(ckpt_path: Path, signature: dict) -> int:
     if saved is None:
         raise UserError(f"checkpoint {ckpt_path} does not say which network it holds (not written by "
                         f"aprelu_exp); start a new run instead of resuming from it.")
+    shapes = tensor_shapes(net_state)
+    if saved_shapes == shapes and saved.get("activation") == signature.get("activation"):
+        return epoch
     a, b = _flat(saved), _flat(signature)
-    diffs = [f"{k}: checkpoint {a.get(k)} vs config {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    if diffs:
-        raise UserError(f"checkpoint {ckpt_path} holds a different network than the config asks for "
-                        f"({'; '.join(diffs)}). Resume without changing the model, or start a new run "
-                        f"with the new settings.")
-    return epoch
+    diffs = [f"{k}: checkpoint {a.get(k)} vs config {b.get(k)}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    if not diffs:
+        changed = sorted(set(saved_shapes) ^ set(shapes)) or [k for k in shapes if saved_shapes.get(k) != shapes[k]]
+        diffs = [f"the tensor net.{changed[0]} differs ({len(changed)} tensors in all)"]
+    raise UserError(f"checkpoint {ckpt_path} holds a different network than the config asks for "
+                    f"({'; '.join(diffs)}). Resume without changing the model, or start a new run "
+                    f"with the new settings.")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

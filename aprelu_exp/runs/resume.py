@@ -22,6 +22,11 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
         raise UserError(f"resume={run_dir}: no {CONFIG_FILE} there; give the directory of an "
                         f"earlier run (it holds config.yaml, metrics.csv and checkpoints/).")
     base = OmegaConf.load(saved)
+    if "_target_" not in (base.get("model") or {}):
+        raise UserError(f"resume={run_dir}: its {CONFIG_FILE} comes from an earlier version of aprelu-exp, "
+                        f"before every part (model, data, optim, schedule) named its `_target_`, so it "
+                        f"cannot rebuild that run exactly. Start a new run with the same settings "
+                        f"(`python -m aprelu_exp.records diff` shows them).")
     extra = [o for o in overrides if not o.startswith("resume=")]
     groups = [o for o in extra if ("/" in o.split("=", 1)[0] or "." not in o.split("=", 1)[0])
               and not o.startswith("resume_from=")]
@@ -34,7 +39,7 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
     return merged, run_dir
 
 
-def resume_checkpoint(run_dir: Path, signature: dict, which: str = "last") -> tuple[Path, int]:
+def resume_checkpoint(run_dir: Path, signature: dict, net_state: dict, which: str = "last") -> tuple[Path, int]:
     """(checkpoint path, its last completed epoch); refused when missing, damaged or from another
     network, with the way on where there is one."""
     if which not in RESUME_FROM:
@@ -44,7 +49,7 @@ def resume_checkpoint(run_dir: Path, signature: dict, which: str = "last") -> tu
         raise UserError(f"resume={run_dir}: no checkpoints/{which}.ckpt there. Give the directory of "
                         f"a run that finished at least one epoch.")
     try:
-        return path, check_compatible(path, signature)
+        return path, check_compatible(path, signature, net_state)
     except DamagedCheckpoint as exc:
         best = run_dir / "checkpoints" / "best.ckpt"
         offer = (f" checkpoints/best.ckpt is there: resume from it with "

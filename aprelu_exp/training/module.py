@@ -1,7 +1,9 @@
-"""The LightningModule: cross-entropy, Keras-style L2, SGD + step schedule, two validation modes."""
+"""The LightningModule: cross-entropy, the Keras L2 penalty, the configured optimizer and schedule, two
+validation modes."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -10,7 +12,6 @@ from torch import nn
 
 from aprelu_exp.model import decayed_parameters
 from aprelu_exp.runs.checkpoint import SIGNATURE_KEY
-from aprelu_exp.training.schedule import step_factor
 
 STANDARD, ARTICLE = 0, 1  # validation dataloader indices, see CIFAR10DataModule.val_dataloader
 
@@ -32,9 +33,12 @@ def batchnorm_batch_statistics(model: nn.Module):
 
 
 class APReLUClassifier(pl.LightningModule):
-    def __init__(self, net: nn.Module, lr: float = 0.1, momentum: float = 0.9,
-                 nesterov: bool = True, l2: float = 1e-4, milestones: tuple[int, ...] = (),
-                 gamma: float = 0.1, compile_net: bool = False, channels_last: bool = False):
+    """Cross-entropy training of ``net`` with the optimizer and schedule the config built
+    (``optimizer(params)``, ``scheduler(optimizer)``), the network's Keras L2 penalty, and the two
+    validation modes."""
+
+    def __init__(self, net: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
+                 compile_net: bool = False, channels_last: bool = False):
         super().__init__()
         self.net = net
         self.channels_last = channels_last
@@ -42,8 +46,9 @@ class APReLUClassifier(pl.LightningModule):
             self.net.to(memory_format=torch.channels_last)
         # Kept outside the module tree so checkpoints hold the plain network's keys.
         object.__setattr__(self, "_compiled", torch.compile(net, dynamic=False) if compile_net else None)
-        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
-        self.l2, self.milestones, self.gamma = l2, tuple(milestones), gamma
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # Keras declares l2(...) on the layers; a network without the attribute has no penalty.
+        self.l2 = float(getattr(net, "l2", 0.0))
         self._decay, self._no_decay = decayed_parameters(net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,34 +93,40 @@ class APReLUClassifier(pl.LightningModule):
             self._log_epoch("val_loss", F.cross_entropy(logits, y), n)
             self._log_epoch("val_acc", (logits.argmax(1) == y).float().mean(), n)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Keras adds l2 * sum(w^2) to the loss: a gradient of 2 * l2 * w on exactly the regularised
+        # tensors, whatever the optimizer (for SGD the same arithmetic as its weight_decay=2*l2).
+        if self.l2:
+            for p in self._decay:
+                if p.grad is not None:
+                    p.grad.add_(p, alpha=2 * self.l2)
+
     def on_train_start(self) -> None:
         # A resumed run gets its optimizer back from the checkpoint, hyper-parameters included. The
         # config's values (which `resume=RUN optim.lr=...` may override) are the ones that hold from
         # here on, as timm's resume does; for a fresh run this changes nothing.
         opt = self.optimizers(use_pl_optimizer=False)
-        factor = step_factor(self.current_epoch, self.milestones, self.gamma)
-        for group, decay in zip(opt.param_groups, (2 * self.l2, 0.0)):
-            group.update(lr=self.lr * factor, initial_lr=self.lr, momentum=self.momentum,
-                         nesterov=self.nesterov, weight_decay=decay)
+        settings = dict(getattr(self.optimizer_factory, "keywords", {}))
         sched = self.lr_schedulers()
-        if sched is not None:
-            sched.base_lrs = [self.lr] * len(opt.param_groups)
+        lr = settings.pop("lr", None)
+        for group in opt.param_groups:
+            group.update({k: v for k, v in settings.items() if k in group})
+        if lr is not None and hasattr(sched, "factor"):
+            for group in opt.param_groups:
+                group.update(lr=lr * sched.factor(self.current_epoch), initial_lr=lr)
+            sched.base_lrs = [lr] * len(opt.param_groups)
 
     def on_train_epoch_start(self) -> None:
         opt = self.optimizers()
         self._log_epoch("lr", torch.tensor(opt.param_groups[0]["lr"]), 1)
 
     def configure_optimizers(self):
-        # Keras' l2(1e-4) adds 1e-4*w^2 to the loss, i.e. a gradient of 2e-4*w: weight decay 2*l2,
-        # and only on kernels and BN gammas.
-        groups = [
-            {"params": self._decay, "weight_decay": 2 * self.l2},
-            {"params": self._no_decay, "weight_decay": 0.0},
-        ]
-        opt = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda epoch: step_factor(epoch, self.milestones, self.gamma))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        # Two groups (the tensors Keras regularises, the rest) so that the L2 gradient and any
+        # per-group setting can tell them apart; the optimizer's own settings apply to both.
+        opt = self.optimizer_factory([{"params": self._decay}, {"params": self._no_decay}])
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}
 
     # -- checkpoint identity ---------------------------------------------------------------------
     network_signature: dict | None = None
