@@ -8,6 +8,7 @@ only keys that reached a constructor."""
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 import types
@@ -134,19 +135,21 @@ def check_node(where: str, node: DictConfig, given: Iterable[str] = ()) -> Calla
 
 
 def build(where: str, node: DictConfig, **given) -> Any:
-    """Check a part's node, then build it with Hydra's instantiate (``given`` as extra arguments).
+    """Check a part's node, then build it with Hydra's instantiate, ``given`` passed as they are
+    (instantiate would turn an object into a config node). A `_partial_` node builds a partial.
     A target's own UserError comes through; a ValueError or TypeError becomes one naming the part."""
     check_node(where, node, given)
     try:
-        return instantiate(node, **given)
+        factory = instantiate(node, _partial_=True)
+        return functools.partial(factory, **given) if node.get("_partial_") else factory(**given)
     except InstantiationException as exc:
         cause = exc.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        if isinstance(cause, (ValueError, TypeError)):
-            raise UserError(f"{where} ({node['_target_']}): {cause}") from None
         raise UserError(f"{where} ({node['_target_']}) could not be built: {cause or exc}. Check its keys "
-                        f"with `python -m aprelu_exp --cfg job --package {where}`.") from None
+                        f"with `aprelu-exp --cfg job --package {where}`.") from None
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{where} ({node['_target_']}): {exc}") from None
 
 
 def build_entries(group: str, node: DictConfig | None, **given) -> list:
