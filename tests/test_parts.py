@@ -105,7 +105,7 @@ def test_a_runs_config_yaml_rebuilds_exactly_what_trained(cli_env, tmp_path):
     assert lrs == pytest.approx([0.003, 0.003, 0.003 * 0.75])
     # The network: the trained weights load strictly into the network the config builds.
     net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}, strict=True)
-    assert net.blocks[0].act1.fc1.out_features == 32 // 4 and net.l2 == pytest.approx(0.0002)
+    assert net.blocks[0].act2.fc1.out_features == 32 // 4 and net.l2 == pytest.approx(0.0002)
     # The augmentation, as the data module held it.
     assert ckpt["CIFAR10DataModule"]["augment"] == {**vars(build_augment(cfg))}
     assert ckpt["CIFAR10DataModule"]["augment"]["rotation_range"] == 10
