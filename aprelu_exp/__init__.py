@@ -3,7 +3,7 @@
 The packages form layers; a module imports only from its own package or from a layer below
 (tests/test_layers.py checks every import, module-level and function-level):
 
-    errors                      UserError and the commands' way of failing
+    errors, metrics             UserError and the commands' way of failing; the metric names
     parts                       every part built one way: a `_target_` node checked against its
                                 constructor's signature, then instantiated
     model, data                 the APReLU ResNet; CIFAR-10, its checks and the Keras augmentation
@@ -29,7 +29,7 @@ comment saying so.
 """
 
 LAYERS = (
-    ("aprelu_exp.errors",),
+    ("aprelu_exp.errors", "aprelu_exp.metrics"),
     ("aprelu_exp.parts",),
     ("aprelu_exp.model", "aprelu_exp.data"),
     ("aprelu_exp.runs",),

@@ -10,12 +10,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from aprelu_exp import metrics
 from aprelu_exp.runs.rundir import METRICS_FILE, atomic_file, launched_as_global_zero, read_metrics_rows
 
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_loss_keras", "train_acc", "val_loss", "val_acc",
-                  "val_loss_article", "val_acc_article")
-TIME_COLUMNS = ("train_time_s", "eval_time_s", "epoch_time_s", "train_images_per_s")
-COLUMNS = METRIC_COLUMNS + TIME_COLUMNS
+METRIC_COLUMNS, TIME_COLUMNS, COLUMNS = metrics.CURVES, metrics.TIMINGS, metrics.COLUMNS
 NONFINITE_CHECK_EVERY = 25  # steps between reads of the non-finite flag on a GPU
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aprelu_exp import metrics as m
 from aprelu_exp.model import decayed_parameters
 from aprelu_exp.runs.checkpoint import SIGNATURE_KEY
 
@@ -73,9 +74,9 @@ class APReLUClassifier(pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         n = y.shape[0]
         acc = (logits.argmax(1) == y).float().mean()
-        self._log_epoch("train_loss", loss.detach(), n)
-        self._log_epoch("train_loss_keras", loss.detach() + self.l2_penalty(), n)
-        self._log_epoch("train_acc", acc, n)
+        self._log_epoch(m.TRAIN_LOSS, loss.detach(), n)
+        self._log_epoch(m.TRAIN_LOSS_KERAS, loss.detach() + self.l2_penalty(), n)
+        self._log_epoch(m.TRAIN_ACC, acc, n)
         return loss
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
@@ -86,12 +87,12 @@ class APReLUClassifier(pl.LightningModule):
                 logits = self(x).float()
             loss = F.cross_entropy(logits, y)
             # The article's val_loss is Keras' total loss, L2 penalty included.
-            self._log_epoch("val_loss_article", loss + self.l2_penalty(), n)
-            self._log_epoch("val_acc_article", (logits.argmax(1) == y).float().mean(), n)
+            self._log_epoch(m.VAL_LOSS_ARTICLE, loss + self.l2_penalty(), n)
+            self._log_epoch(m.VAL_ACC_ARTICLE, (logits.argmax(1) == y).float().mean(), n)
         else:
             logits = self(x).float()
-            self._log_epoch("val_loss", F.cross_entropy(logits, y), n)
-            self._log_epoch("val_acc", (logits.argmax(1) == y).float().mean(), n)
+            self._log_epoch(m.VAL_LOSS, F.cross_entropy(logits, y), n)
+            self._log_epoch(m.VAL_ACC, (logits.argmax(1) == y).float().mean(), n)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # Keras adds l2 * sum(w^2) to the loss: a gradient of 2 * l2 * w on exactly the regularised
@@ -118,7 +119,7 @@ class APReLUClassifier(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         opt = self.optimizers()
-        self._log_epoch("lr", torch.tensor(opt.param_groups[0]["lr"]), 1)
+        self._log_epoch(m.LR, torch.tensor(opt.param_groups[0]["lr"]), 1)
 
     def configure_optimizers(self):
         # Two groups (the tensors Keras regularises, the rest) so that the L2 gradient and any
