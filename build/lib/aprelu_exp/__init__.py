@@ -1,0 +1,45 @@
+"""aprelu-exp: the APReLU tuning records as Hydra configs, trained by PyTorch Lightning.
+
+The packages form layers; a module imports only from its own package or from a layer below
+(tests/test_layers.py checks every import, module-level and function-level):
+
+    errors, metrics             UserError and the commands' way of failing; the metric names
+    parts                       every part built one way: a `_target_` node checked against its
+                                constructor's signature, then instantiated
+    model, data                 the APReLU ResNet; CIFAR-10, its checks and the Keras augmentation
+    runs                        a run directory: its files and states, atomic writes, metrics.csv
+                                (writer and reader), checkpoints, lock, signals, resume, loggers,
+                                which config keys are settings, the run's life (lifecycle)
+    training                    the Lightning module, the schedule, the perf policy, and the
+                                objects a run trains with, built from its config
+    config_schema               typed schemas of the config groups
+    compose                     the conf/ tree, composing it, the records by name
+    search                      Optuna: storage, space, the study, the ask-launch-tell loop, the
+                                job's trial reporter (a configured callback)
+    report                      reports of runs, sweeps and studies; evidence; the article's numbers
+    records                     the lineage, promotion and confirmation of records
+    train, cli_help             the composition root; the --help text
+    job                         one job of the main command: train, and how a run ends
+    bench, __main__             command-line entry points (each package's __main__ is its own); the
+                                main command defers `job` so that help and completion need no torch
+
+A function-level import is kept only to defer a heavy dependency that the importing command may not
+need (optuna, matplotlib, mlflow, scikit-learn; torch where a run directory is only read), with a
+comment saying so.
+"""
+
+LAYERS = (
+    ("aprelu_exp.errors", "aprelu_exp.metrics"),
+    ("aprelu_exp.parts",),
+    ("aprelu_exp.model", "aprelu_exp.data"),
+    ("aprelu_exp.runs",),
+    ("aprelu_exp.training",),
+    ("aprelu_exp.config_schema",),
+    ("aprelu_exp.compose",),
+    ("aprelu_exp.search",),
+    ("aprelu_exp.report",),
+    ("aprelu_exp.records",),
+    ("aprelu_exp.train", "aprelu_exp.cli_help"),
+    ("aprelu_exp.job",),
+    ("aprelu_exp.bench", "aprelu_exp.__main__"),
+)

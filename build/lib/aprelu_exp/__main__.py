@@ -1,0 +1,62 @@
+"""`aprelu-exp [overrides]` (also `python -m aprelu_exp`): compose the Hydra config and train one run
+(or a sweep). The command answers `--help`, `--cfg`, `--info` and tab completion without loading
+torch or Lightning: those load with the job (aprelu_exp.job), once there is something to train."""
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from aprelu_exp import cli_help
+from aprelu_exp.compose import check_conf_dir, explain, register_resolvers
+from aprelu_exp.errors import UserError
+
+register_resolvers()
+cli_help.register()
+
+
+def _conf_dir() -> str:
+    try:
+        return str(check_conf_dir())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
+
+
+@hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
+def task(cfg: DictConfig) -> float | None:
+    # Deferred on purpose: everything Hydra answers without a job (help, completion, --cfg) stays
+    # free of torch's and Lightning's import time (seconds).
+    from aprelu_exp.job import run_job
+
+    return run_job(cfg)
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    return [a for a in argv if "=" in a and not a.startswith("-")]
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    completing = any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in argv)
+    # Hydra then raises its composition errors instead of printing them with exit 1: they are said
+    # here in one paragraph naming the key, with exit 2 (bad input).
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        task()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if completing:
+            sys.exit(0)  # a line that does not parse completes to nothing, quietly
+        print(f"error: {explain(exc, _overrides(argv))}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
+
+
+if __name__ == "__main__":
+    main()

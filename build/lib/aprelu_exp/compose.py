@@ -1,0 +1,141 @@
+"""Where the project's configs live and how every tool composes them: the same tree, resolvers and
+overrides as `aprelu-exp`, with Hydra's composition errors said in one paragraph that names the key
+and the closest keys that exist; the records (conf/experiment/*.yaml) by name."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from aprelu_exp import config_schema  # noqa: F401  (registers the typed schemas)
+from aprelu_exp.errors import UserError
+from aprelu_exp.parts import closest
+from aprelu_exp.runs.rundir import unique_suffix
+from aprelu_exp.runs.settings import flatten
+
+# In a checkout a link to the repository's conf/; in an installed wheel the configs themselves.
+CONF_DIR = Path(__file__).parent / "conf"
+PACKAGE_HEADER = re.compile(r"#\s*@package\s+(\S+)")
+
+
+def check_conf_dir() -> Path:
+    if not (CONF_DIR / "config.yaml").is_file():
+        raise UserError(f"the configs are not where aprelu-exp looks for them ({CONF_DIR}/config.yaml is "
+                        f"missing): the install is broken. Reinstall the package (`pip install .` or "
+                        f"`bash scripts/setup.sh` in a checkout, whose aprelu_exp/conf links to conf/).")
+    return CONF_DIR
+
+
+def register_resolvers() -> None:
+    """`${uid:}` in run directory names (one value per process, see runs.rundir.unique_suffix)."""
+    if not OmegaConf.has_resolver("uid"):
+        OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True)
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The composed root config for these overrides, as the main command would build it."""
+    register_resolvers()
+    overrides = [str(o) for o in overrides]
+    try:
+        if GlobalHydra.instance().is_initialized():
+            # Inside a running Hydra app (a sweep callback): it already searches this conf dir.
+            return compose("config", overrides=overrides)
+        with initialize_config_dir(config_dir=str(check_conf_dir()), version_base="1.3"):
+            return compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(explain(exc, overrides)) from None
+
+
+def record_names() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def compose_record(name: str, overrides: list[str] | tuple[str, ...] | None = None) -> DictConfig:
+    if name not in record_names():
+        raise UserError(f"No record named {name!r}; known records: {', '.join(record_names())}. "
+                        f"A record is a file conf/experiment/<name>.yaml.")
+    return compose_config([f"experiment={name}", *(overrides or [])])
+
+
+# -- what a composition error means -----------------------------------------------------------------
+def option_keys(conf_dirs: list[Path] | None = None) -> dict[str, str]:
+    """Every key an option of a config group sets, as a dotted key of the composed config, mapped to
+    the option that brings it (`logger.mlflow.tracking_uri` -> `logger=mlflow`)."""
+    found: dict[str, str] = {}
+    for conf in conf_dirs or [CONF_DIR]:
+        for path in sorted(Path(conf).rglob("*.yaml")):
+            group = path.parent.relative_to(conf).as_posix()
+            if group in (".", "hydra") or group.startswith("hydra/"):
+                continue
+            header = PACKAGE_HEADER.search(path.read_text().split("\n", 1)[0])
+            package = header.group(1) if header else group.replace("/", ".")
+            prefix = "" if package == "_global_" else package
+            try:
+                data = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+            except Exception:
+                continue
+            data.pop("defaults", None)
+            for key in flatten(data, prefix, index_lists=False):
+                found.setdefault(key, f"{group}={path.stem}")
+    return found
+
+
+def _key_of(exc: BaseException, message: str) -> str | None:
+    for pattern in (r"Could not override '([^']+)'", r"Could not append to config\. An item is already at '([^']+)'"):
+        m = re.search(pattern, message)
+        if m:
+            return m.group(1)
+    full_key = getattr(exc.__cause__, "full_key", None) or getattr(exc, "full_key", None)
+    return str(full_key) if full_key else None
+
+
+def _unknown_key(key: str, overrides: list[str]) -> str:
+    try:
+        defaults = flatten(OmegaConf.to_container(compose_config([]), resolve=False), index_lists=False)
+    except UserError:
+        defaults = {}
+    with_option = option_keys()
+    near = closest(key, [k for k in [*defaults, *with_option] if not k.startswith("hydra.")])
+    said = [f"{k} (with {with_option[k]})" if k not in defaults and k in with_option else k for k in near]
+    hint = f" Did you mean {' or '.join(said)}?" if said else ""
+    return (f"{key} is not a key of this config.{hint} `aprelu-exp --cfg job` lists every key with its value "
+            f"(a key that some option brings in needs that option too); `+{key}=...` would add a key no part "
+            f"takes, which a run refuses.")
+
+
+def explain(exc: BaseException, overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """One paragraph for a Hydra or OmegaConf composition error: what is wrong, with the key, the
+    closest existing keys or the group's options, and the fix."""
+    message = " ".join(str(exc).split())
+    cause = exc.__cause__
+    cause_text = " ".join(str(cause).split()) if cause else ""
+    if isinstance(exc, MissingConfigException) or "Could not find '" in message:
+        m = re.search(r"Could not (?:find|load) '([^']+)'", str(exc))
+        wanted = m.group(1) if m else "?"
+        group, _, option = wanted.rpartition("/")
+        options = re.findall(r"^\t(\S+)$", str(exc), flags=re.M)
+        if group and options:
+            return (f"{group}={option} is not an option of the config group {group}; its options are "
+                    f"{', '.join(options)} (`aprelu-exp --help` lists every group; your own options go in a "
+                    f"folder added with --config-dir).")
+        return f"{message} (`aprelu-exp --help` lists the config groups and their options)."
+    if isinstance(exc, OverrideParseException):
+        return (f"an override does not parse: {message} Write key=value, group=option or +key=value, and "
+                f"quote values with spaces or brackets.")
+    key = _key_of(exc, message)
+    text = f"{message} {cause_text}"
+    if key and ("not in struct" in text or "ConfigKeyError" in text or "Key '" in text and "not" in text):
+        return _unknown_key(key, list(overrides))
+    if key and ("could not be converted" in text or "ValidationError" in type(cause).__name__ + type(exc).__name__):
+        value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), "?")
+        expected = re.search(r"converted to (\w+)", text)
+        return (f"{key}={value}: the value has the wrong type"
+                f"{'; ' + key + ' takes ' + expected.group(1).lower() if expected else ''} ({cause_text or message}).")
+    return (f"{message}{' (' + cause_text + ')' if cause_text and cause_text not in message else ''}. "
+            f"`aprelu-exp --help` lists the config groups and their options, `aprelu-exp --cfg job` every key "
+            f"with its value.")

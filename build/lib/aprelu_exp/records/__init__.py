@@ -1,0 +1,1 @@
+"""The tuning log as data: record configs, their lineage, config diffs and the article's numbers."""

@@ -1,0 +1,27 @@
+"""Hydra callback: when a multirun ends, write the report for the whole sweep into its directory."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from aprelu_exp.report.build import build_report
+from aprelu_exp.runs.mlflow_logger import attach_sweep_report
+
+log = logging.getLogger(__name__)
+
+
+class SweepReport(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        result = build_report([sweep_dir], sweep_dir, title=f"Sweep {sweep_dir.name}")
+        statuses = [r["status"] for r in result["rows"]]
+        log.info("sweep report: %d job(s) (%s) -> %s/report.md", result["runs"],
+                 ", ".join(f"{s}: {statuses.count(s)}" for s in sorted(set(statuses))), sweep_dir)
+        if "mlflow" in (config.get("logger") or {}):
+            try:
+                attach_sweep_report(config, sweep_dir, result["files"])
+            except Exception as exc:  # the sweep's own report stays on disk either way
+                log.warning("could not attach the sweep report to MLflow: %s", exc)

@@ -1,0 +1,1 @@
+"""Run directories: status, metrics rows, atomic checkpoints and summaries."""

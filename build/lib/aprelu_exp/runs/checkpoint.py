@@ -1,0 +1,82 @@
+"""Checkpoints that are written atomically and know which network they hold."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from aprelu_exp.errors import UserError
+from aprelu_exp.runs.rundir import atomic_file
+
+SIGNATURE_KEY = "aprelu_network_signature"
+NET_PREFIX = "net."  # the Lightning module's attribute that holds the network
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint file that cannot be loaded (truncated, corrupt, not ours)."""
+
+
+def network_signature(model_cfg: DictConfig) -> dict:
+    """The `model` node as it built the network, stored in every checkpoint so that a refusal can
+    name the settings that differ."""
+    return OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+
+
+def tensor_shapes(state_dict: dict, prefix: str = "") -> dict[str, tuple]:
+    return {k[len(prefix):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _flat(sig: dict) -> dict:
+    out = {}
+    for k, v in sig.items():
+        if k == "stages" and isinstance(v, list):
+            for i, stage in enumerate(v):
+                for sk, sv in (stage or {}).items():
+                    out[f"model.stages[{i}].{sk}"] = sv
+            out["model.stages (count)"] = len(v)
+        else:
+            out[f"model.{k}"] = v
+    return out
+
+
+def check_compatible(ckpt_path: Path, signature: dict, net_state: dict) -> int:
+    """Refuse to resume from a checkpoint of another network, naming every differing key; return
+    the epoch the checkpoint ends. Which settings are architecture is derived, not listed: the
+    checkpoint fits where its network's tensors have the names and shapes of the network that the
+    config builds (``net_state``); a setting that shapes nothing (bn_eps, l2) may change."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = checkpoint.get(SIGNATURE_KEY)
+        epoch = int(checkpoint["epoch"])
+        saved_shapes = tensor_shapes(checkpoint["state_dict"], NET_PREFIX)
+    except Exception as exc:
+        raise DamagedCheckpoint(f"checkpoint {ckpt_path} cannot be read ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200]}); it is truncated, damaged or not one of "
+                                f"this tool's checkpoints") from None
+    if saved is None:
+        raise UserError(f"checkpoint {ckpt_path} does not say which network it holds (not written by "
+                        f"aprelu_exp); start a new run instead of resuming from it.")
+    shapes = tensor_shapes(net_state)
+    if saved_shapes == shapes and saved.get("activation") == signature.get("activation"):
+        return epoch
+    a, b = _flat(saved), _flat(signature)
+    diffs = [f"{k}: checkpoint {a.get(k)} vs config {b.get(k)}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    if not diffs:
+        changed = sorted(set(saved_shapes) ^ set(shapes)) or [k for k in shapes if saved_shapes.get(k) != shapes[k]]
+        diffs = [f"the tensor net.{changed[0]} differs ({len(changed)} tensors in all)"]
+    raise UserError(f"checkpoint {ckpt_path} holds a different network than the config asks for "
+                    f"({'; '.join(diffs)}). Resume without changing the model, or start a new run "
+                    f"with the new settings.")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file beside the target, fsync, then rename: a crash mid-write leaves
+    the previous checkpoint intact, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "wb") as fh:
+            torch.save(checkpoint, fh)

@@ -1,0 +1,199 @@
+"""Run-directory files and the facts a run records about where it ran."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+STATUS_FILE = "status.json"
+SUMMARY_FILE = "summary.json"
+# pruned: a search's pruner stopped the run early (its epochs are complete and kept; not a failure).
+STATES = ("running", "finished", "failed", "interrupted", "pruned")
+PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "numpy")
+
+
+def unique_suffix() -> str:
+    """Random bits for run-directory names: clock resolution alone cannot keep them apart."""
+    return secrets.token_hex(3)
+
+
+def launched_as_global_zero() -> bool:
+    """True in the process a user started (or rank 0 of a launched job). Lightning's DDP launcher
+    re-runs the command with LOCAL_RANK/NODE_RANK set; those processes must not write run files."""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w", newline: str | None = None):
+    """Open a temporary file beside `path`; when the block ends without error, fsync it and rename it
+    over `path`. A crash or a failed write (a full disk) leaves the previous file whole, never a
+    truncated one; the temporary file is removed either way."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"newline": newline})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as fh:
+        fh.write(text)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def portable_path(path: Path) -> str:
+    """A path as it may be written where others read it: relative to the working directory when
+    under it, otherwise its name alone (never this machine's absolute path)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return Path(path).name
+
+
+def read_metrics_rows(run_dir: Path) -> list[dict]:
+    """The complete rows of a run directory's metrics.csv (EpochRecorder writes it), as strings. A
+    row being written by a live run may be cut short: only complete ones are kept."""
+    f = Path(run_dir) / METRICS_FILE
+    if not f.exists():
+        return []
+    with open(f, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("epoch") not in (None, "") and None not in r.values()]
+
+
+def find_config(run_dir: Path) -> Path | None:
+    """A run directory's config: its resolved config.yaml, else Hydra's copy (a run that died before
+    writing its own)."""
+    for candidate in (Path(run_dir) / CONFIG_FILE, Path(run_dir) / ".hydra" / "config.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def write_status(run_dir: Path, state: str, error: str | None = None) -> None:
+    assert state in STATES, state
+    write_json_atomic(Path(run_dir) / STATUS_FILE, {
+        "status": state, "error": error, "pid": os.getpid(), "host": socket.gethostname(),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's state. A run that says "running" on this host but whose process is gone was
+    killed without a chance to say so (SIGKILL, power loss): it is reported as interrupted."""
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"status": "unknown", "error": None}
+    except json.JSONDecodeError:
+        return {"status": "unknown", "error": f"{path} is not valid JSON"}
+    if status.get("status") == "running" and status.get("host") == socket.gethostname():
+        pid = status.get("pid")
+        if isinstance(pid, int) and not pid_alive(pid):
+            status = {**status, "status": "interrupted",
+                      "error": status.get("error") or f"process {pid} ended without reporting (killed?)"}
+    return status
+
+
+def discard_unstarted(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but Hydra's bookkeeping: bad input must not leave
+    a folder that looks like a run. A directory with metrics or checkpoints is never touched."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    if (run_dir / METRICS_FILE).exists() or (run_dir / "checkpoints").exists():
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # The date folder Hydra made for it, if now empty.
+    try:
+        run_dir.parent.rmdir()
+    except OSError:
+        pass
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    return _git("rev-parse", "HEAD")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(device=None) -> dict:
+    # deferred: reading run directories (report, records) needs no torch
+    import torch
+
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    info = {
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "git_commit": git_commit(),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "packages": {name: _version(name) for name in PACKAGES},
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
+        if model and device.type == "cpu":
+            info["device_name"] = model
+    except OSError:
+        pass
+    return info

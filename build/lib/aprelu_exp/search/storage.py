@@ -1,0 +1,147 @@
+"""Where a study lives: an sqlite file beside the runs by default, any SQLAlchemy URL (a database
+server several machines reach), or Optuna's journal file on a shared filesystem (`journal:PATH`)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aprelu_exp.errors import UserError
+from aprelu_exp.runs.rundir import portable_path, write_json_atomic
+
+DEFAULT_FILE = "optuna.db"
+JOURNAL_PREFIX = "journal:"
+SEARCH_FILE = "search.json"  # in a sweep directory: which study (and storage) its trials belong to
+_URL_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+
+
+def default_storage(run_root: str | Path) -> str:
+    return f"sqlite:///{(Path(run_root) / DEFAULT_FILE).resolve()}"
+
+
+def normalise(storage: str | None, run_root: str | Path) -> str:
+    """The storage string jobs and later commands can use from any working directory."""
+    if storage in (None, ""):
+        return default_storage(run_root)
+    storage = str(storage)
+    if storage.startswith(JOURNAL_PREFIX):
+        path = storage[len(JOURNAL_PREFIX):]
+        if not path:
+            raise UserError("storage=journal: needs a file path, e.g. journal:/shared/studies/aprelu.log")
+        return JOURNAL_PREFIX + str(Path(path).expanduser().resolve())
+    scheme = storage.split(":", 1)[0].split("+", 1)[0]
+    if "://" not in storage or scheme not in _URL_SCHEMES:
+        raise UserError(
+            f"storage={storage!r} is neither an SQLAlchemy URL (sqlite:///path/optuna.db, "
+            f"postgresql://user@host/db, mysql://...) nor journal:PATH (Optuna's journal file, for a "
+            f"shared filesystem). Leave it null for {DEFAULT_FILE} under run_root.")
+    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        relative = storage[len("sqlite:///"):]
+        if relative and relative != ":memory:":
+            return f"sqlite:///{Path(relative).resolve()}"
+    return storage
+
+
+def _file_of(storage: str) -> Path | None:
+    if storage.startswith(JOURNAL_PREFIX):
+        return Path(storage[len(JOURNAL_PREFIX):])
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        return Path(storage[len("sqlite:///"):])
+    return None
+
+
+def portable_storage(storage: str) -> str:
+    """The storage as it may be written where others read it (a record, a report): a file under the
+    working directory relative to it (`sqlite:///runs/optuna.db`, which `normalise` reads back),
+    a file elsewhere by its name alone, a server URL without its password."""
+    path = _file_of(storage)
+    if path is not None:
+        shown = portable_path(path)
+        return (JOURNAL_PREFIX if storage.startswith(JOURNAL_PREFIX) else "sqlite:///") + shown
+    try:
+        # deferred: comes with optuna, loaded only where a study is read
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:
+        return storage.split("@")[-1]
+
+
+def open_storage(storage: str, create: bool = True) -> Any:
+    """An Optuna storage object for a normalised storage string; with create=False a storage file
+    that does not exist is refused (the commands that only read a study)."""
+    # deferred: optuna loads only where a study is read
+    import optuna
+
+    path = _file_of(storage)
+    if not create and path is not None and not path.is_file():
+        raise UserError(f"no study storage at {path}: run a search first (python -m aprelu_exp "
+                        f"search=record_16_neighbourhood, or -m hydra/sweeper=optuna ...), or give the "
+                        f"storage it used with --storage (sqlite:///PATH, journal:PATH or a database URL).")
+    if storage.startswith(JOURNAL_PREFIX):
+        # deferred: optuna loads only where a study is read
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(storage[len(JOURNAL_PREFIX):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # Optuna logs every storage upgrade check at INFO; a run's output is not the place.
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    return _rdb_storage(storage)
+
+
+def _rdb_storage(url: str, attempts: int = 8):
+    """RDBStorage, retried: sweepers started together on a new database race to create its
+    tables and schema version, and the loser fails with IntegrityError or OperationalError
+    (seen with two sweepers on one fresh sqlite file). Once one has created them, a retry simply
+    opens the storage."""
+    # deferred: optuna loads only where a study is read
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def load_study(study_name: str, storage: str):
+    # deferred: optuna loads only where a study is read
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage, create=False))
+    except KeyError:
+        names = study_names(storage)
+        raise UserError(f"no study named {study_name!r} in {storage}"
+                        + (f"; it holds: {', '.join(names)}." if names else " (it holds no study).")) from None
+
+
+def study_names(storage: str) -> list[str]:
+    # deferred: optuna loads only where a study is read
+    import optuna
+
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(open_storage(storage, create=False)))
+
+
+def write_search_ref(sweep_dir: Path, study_name: str, storage: str, extra: dict | None = None) -> None:
+    write_json_atomic(Path(sweep_dir) / SEARCH_FILE, {"study": study_name, "storage": storage, **(extra or {})})
+
+
+def read_search_ref(sweep_dir: Path) -> dict | None:
+    path = Path(sweep_dir) / SEARCH_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None

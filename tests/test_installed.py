@@ -1,0 +1,118 @@
+"""The command as a user installs it: a wheel built with `pip wheel .` carries every config, and its
+console script `aprelu-exp`, installed (not editable) into a fresh virtual environment, composes,
+helps, completes and trains from any folder; --help and completion never import torch."""
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PIP = [sys.executable, "-m", "pip"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([*PIP, "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
+                   check=True, capture_output=True, text=True)
+    (whl,) = out.glob("aprelu_exp-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """A fresh venv holding the wheel alone; its dependencies come from this environment's
+    site-packages through a .pth line (the checkout itself is not on its path)."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(subprocess.run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / "_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    subprocess.run([*PIP, "--python", str(venv / "bin" / "python"), "install", "--no-deps", "-q", str(wheel)],
+                   check=True, capture_output=True, text=True)
+    return venv
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COMP_LINE", "COMP_POINT")}
+    return {**env, **extra}
+
+
+def _aprelu(venv: Path, args, cwd: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([str(venv / "bin" / "aprelu-exp"), *args], cwd=cwd, env=_env(**env), capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_the_wheel_carries_every_config(wheel):
+    shipped = {n.split("aprelu_exp/conf/", 1)[1] for n in zipfile.ZipFile(wheel).namelist()
+               if n.startswith("aprelu_exp/conf/")}
+    expected = {p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
+    assert expected and shipped == expected
+
+
+def test_the_installed_command_composes_and_helps_from_any_folder(installed, tmp_path):
+    where = subprocess.run([installed / "bin" / "python", "-c", "import aprelu_exp; print(aprelu_exp.__file__)"],
+                           cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert str(installed) in where.stdout, where  # the wheel's copy, not the checkout
+    cfg = _aprelu(installed, ["--cfg", "job", "model.reduction=4"], tmp_path)
+    assert cfg.returncode == 0, cfg.stderr
+    assert "reduction: 4" in cfg.stdout and "_target_: torch.optim.SGD" in cfg.stdout
+    help_out = _aprelu(installed, ["--help"], tmp_path)
+    assert help_out.returncode == 0 and "record_16" in help_out.stdout and "adamw" in help_out.stdout
+    bad = _aprelu(installed, ["--cfg", "job", "model.reducton=4"], tmp_path)
+    assert bad.returncode == 2 and "Did you mean model.reduction" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _complete(venv: Path, line: str, cwd: Path) -> list[str]:
+    out = _aprelu(venv, ["-sc", "query=bash"], cwd, COMP_LINE=line, COMP_POINT=str(len(line)))
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    return out.stdout.split()
+
+
+def test_the_installed_command_completes_groups_keys_and_values(installed, tmp_path):
+    assert sorted(_complete(installed, "aprelu-exp augment=", tmp_path)) == ["augment=keras", "augment=none"]
+    assert "optim=adamw" in _complete(installed, "aprelu-exp optim=a", tmp_path)
+    assert "model.reduction=" in _complete(installed, "aprelu-exp model.redu", tmp_path)
+    assert _complete(installed, "aprelu-exp model.stages=[[[", tmp_path) == []  # does not parse: nothing
+
+
+def test_a_broken_install_names_the_folder_and_the_fix(installed, tmp_path):
+    conf = Path(subprocess.run([installed / "bin" / "python", "-c",
+                                "import aprelu_exp.compose as c; print(c.CONF_DIR)"], env=_env(), cwd=tmp_path,
+                               capture_output=True, text=True).stdout.strip())
+    hidden = conf.with_name("conf_hidden")
+    conf.rename(hidden)
+    try:
+        out = _aprelu(installed, ["--cfg", "job"], tmp_path)
+    finally:
+        hidden.rename(conf)
+    assert out.returncode == 2 and str(conf) in out.stderr and "Reinstall" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args, env", [
+    (["--help"], {}),
+    (["--cfg", "job"], {}),
+    (["-sc", "query=bash"], {"COMP_LINE": "aprelu-exp model/activation=", "COMP_POINT": "30"}),
+    (["model.reducton=3"], {}),
+], ids=["help", "cfg", "completion", "bad-override"])
+def test_answers_without_importing_torch(args, env, tmp_path):
+    probe = ("import runpy, sys\nsys.argv = ['aprelu-exp', *sys.argv[1:]]\ntry:\n"
+             "    runpy.run_module('aprelu_exp', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print('TORCH', 'torch' in sys.modules, 'pytorch_lightning' in sys.modules, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, **env}, timeout=120)
+    assert "TORCH False False" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_installed_command_trains_a_tiny_run_from_another_folder(installed, tmp_path, cifar_root):
+    out = _aprelu(installed, ["data.train_subset=100", "data.test_subset=100", "trainer.max_epochs=1", "logger=none",
+                              "trainer.enable_progress_bar=false"], tmp_path, APRELU_DATA_ROOT=str(cifar_root))
+    assert out.returncode == 0, out.stderr[-3000:]
+    (summary,) = (tmp_path / "runs").rglob("summary.json")
+    assert '"status": "finished"' in summary.read_text()
