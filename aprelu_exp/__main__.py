@@ -40,8 +40,20 @@ def _overrides(argv: list[str]) -> list[str]:
     return [a for a in argv if "=" in a and not a.startswith("-")]
 
 
+def _config_dirs(argv: list[str]) -> list[str]:
+    dirs = [a.split("=", 1)[1] for a in argv if a.startswith("--config-dir=")]
+    return dirs + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-cd", "--config-dir")]
+
+
 def main() -> None:
     argv = sys.argv[1:]
+    if any(a in ("--help", "-h") for a in argv) and "--hydra-help" not in argv:
+        try:
+            print(cli_help.render(_overrides(argv), _config_dirs(argv)), end="")
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(UserError.exit_code)
+        return
     completing = any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in argv)
     # Hydra then raises its composition errors instead of printing them with exit 1: they are said
     # here in one paragraph naming the key, with exit 2 (bad input).

@@ -6,11 +6,12 @@ configs (the groups and their options, the records and their stated change) come
 from __future__ import annotations
 
 
+import string
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from aprelu_exp.compose import CONF_DIR
+from aprelu_exp.compose import CONF_DIR, compose_config
 
 
 # What each config group selects, in the order a user meets them.
@@ -70,6 +71,15 @@ def aprelu_help(part: str, _root_=None) -> str:
     text = {"groups": lambda: _groups(choices, conf_dirs(_root_)), "records": _records}[part]()
     # Hydra substitutes $NAMES in the template after this resolver ran: keep any $ literal.
     return text.replace("$", "$$")
+
+
+def render(overrides: list[str], config_dirs: list[str]) -> str:
+    """The text of `aprelu-exp --help [overrides]`, from one composition. Hydra's own --help would
+    list every group's options twice more for placeholders this template does not use (seconds)."""
+    extra = [f"hydra.searchpath=[{','.join('file://' + str(Path(d).resolve()) for d in config_dirs)}]"] \
+        if config_dirs else []
+    cfg = compose_config([*overrides, *extra], hydra_config=True)
+    return string.Template(str(cfg.hydra.help.template)).safe_substitute()
 
 
 def register() -> None:

@@ -1,4 +1,5 @@
 """`python -m aprelu_exp.bench [hydra overrides] [--out FILE.json] [--windows N]`
+(`python -m aprelu_exp.bench cli`: the start-up times of the commands that train nothing, see bench/cli.py)
 
 Measures the composed config (record 16 by default) in one process, in fp32 and, where the
 hardware has it, in bf16 (autocast, the fast path's arithmetic), side by side: training images/s
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from aprelu_exp import config_schema  # noqa: F401
+from aprelu_exp.bench import cli
 from aprelu_exp.bench.epoch import measured_epoch
 from aprelu_exp.bench.evaluation import eval_rates
 from aprelu_exp.bench.floor import convolution_floor
@@ -41,6 +43,9 @@ PRECISIONS = LIGHTNING_PRECISION
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cli"]:
+        return cli.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=record_15 perf.compile=true")

@@ -37,16 +37,17 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("uid", unique_suffix, use_cache=True)
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The composed root config for these overrides, as the main command would build it."""
+def compose_config(overrides: list[str] | tuple[str, ...] = (), hydra_config: bool = False) -> DictConfig:
+    """The composed root config for these overrides, as the main command would build it (with its
+    `hydra` node where hydra_config)."""
     register_resolvers()
     overrides = [str(o) for o in overrides]
     try:
         if GlobalHydra.instance().is_initialized():
             # Inside a running Hydra app (a sweep callback): it already searches this conf dir.
-            return compose("config", overrides=overrides)
+            return compose("config", overrides=overrides, return_hydra_config=hydra_config)
         with initialize_config_dir(config_dir=str(check_conf_dir()), version_base="1.3"):
-            return compose("config", overrides=overrides)
+            return compose("config", overrides=overrides, return_hydra_config=hydra_config)
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(explain(exc, overrides)) from None
 
@@ -63,25 +64,41 @@ def compose_record(name: str, overrides: list[str] | tuple[str, ...] | None = No
 
 
 # -- what a composition error means -----------------------------------------------------------------
-def option_keys(conf_dirs: list[Path] | None = None) -> dict[str, str]:
-    """Every key an option of a config group sets, as a dotted key of the composed config, mapped to
-    the option that brings it (`logger.mlflow.tracking_uri` -> `logger=mlflow`)."""
-    found: dict[str, str] = {}
+def default_options(conf: Path = CONF_DIR) -> dict[str, str]:
+    """The option each group takes when the command line names none (the defaults lists)."""
+    chosen: dict[str, str] = {}
+    for path, group in ((conf / "config.yaml", ""), *((p, p.parent.name) for p in conf.glob("*/*.yaml"))):
+        for entry in OmegaConf.load(path).get("defaults") or []:
+            if isinstance(entry, DictConfig):
+                for key, option in entry.items():
+                    key = str(key)
+                    if not key.startswith(("override", "/")) and option is not None:
+                        chosen.setdefault(f"{group}/{key}" if group and group != key else key, str(option))
+    return chosen
+
+
+def option_keys(conf_dirs: list[Path] | None = None) -> dict[str, str | None]:
+    """Every key a config file sets, as a dotted key of the composed config, mapped to the option
+    that brings it where that is not a default (`logger.mlflow.tracking_uri` -> `logger=mlflow`)."""
+    found: dict[str, str | None] = {}
+    defaults = default_options()
     for conf in conf_dirs or [CONF_DIR]:
         for path in sorted(Path(conf).rglob("*.yaml")):
             group = path.parent.relative_to(conf).as_posix()
-            if group in (".", "hydra") or group.startswith("hydra/"):
+            if group == "hydra" or group.startswith("hydra/"):
                 continue
             header = PACKAGE_HEADER.search(path.read_text().split("\n", 1)[0])
             package = header.group(1) if header else group.replace("/", ".")
-            prefix = "" if package == "_global_" else package
+            prefix = "" if package in ("_global_", ".") else package
             try:
                 data = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
             except Exception:
                 continue
             data.pop("defaults", None)
-            for key in flatten(data, prefix, index_lists=False):
-                found.setdefault(key, f"{group}={path.stem}")
+            brings = None if group == "." or defaults.get(group) == path.stem else f"{group}={path.stem}"
+            for key in flatten(data, prefix if group != "." else "", index_lists=False):
+                if found.get(key, "?") is not None:
+                    found[key] = brings
     return found
 
 
@@ -95,13 +112,9 @@ def _key_of(exc: BaseException, message: str) -> str | None:
 
 
 def _unknown_key(key: str, overrides: list[str]) -> str:
-    try:
-        defaults = flatten(OmegaConf.to_container(compose_config([]), resolve=False), index_lists=False)
-    except UserError:
-        defaults = {}
-    with_option = option_keys()
-    near = closest(key, [k for k in [*defaults, *with_option] if not k.startswith("hydra.")])
-    said = [f"{k} (with {with_option[k]})" if k not in defaults and k in with_option else k for k in near]
+    known = option_keys()
+    near = closest(key, [k for k in known if not k.startswith("hydra.")])
+    said = [f"{k} (with {known[k]})" if known[k] else k for k in near]
     hint = f" Did you mean {' or '.join(said)}?" if said else ""
     return (f"{key} is not a key of this config.{hint} `aprelu-exp --cfg job` lists every key with its value "
             f"(a key that some option brings in needs that option too); `+{key}=...` would add a key no part "
