@@ -80,6 +80,18 @@ def test_the_installed_command_completes_groups_keys_and_values(installed, tmp_p
     assert _complete(installed, "aprelu-exp model.stages=[[[", tmp_path) == []  # does not parse: nothing
 
 
+def test_the_readmes_completion_lines_complete_in_bash(installed, tmp_path):
+    readme = (REPO / "README.md").read_text()
+    lines = [ln.split("#")[0].strip() for ln in readme.splitlines() if "-sc install=bash" in ln]
+    assert lines, "the README gives no completion line"
+    line = "aprelu-exp optim="
+    script = "\n".join([lines[0], f"COMP_LINE='{line}'; COMP_POINT={len(line)}; COMP_CWORD=1",
+                        "hydra_bash_completion", 'printf "%s\\n" "${COMPREPLY[@]}"'])
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=_env(PATH=f"{installed / 'bin'}:{os.environ['PATH']}"))
+    assert sorted(out.stdout.split()) == ["optim=adamw", "optim=sgd"], (out.stdout, out.stderr)
+
+
 def test_a_broken_install_names_the_folder_and_the_fix(installed, tmp_path):
     conf = Path(subprocess.run([installed / "bin" / "python", "-c",
                                 "import aprelu_exp.compose as c; print(c.CONF_DIR)"], env=_env(), cwd=tmp_path,
