@@ -129,3 +129,21 @@ def test_an_optimizer_of_the_users_own_trains_sweeps_and_shows_in_help(cli_env, 
     assert adam["param_groups"][0]["initial_lr"] == pytest.approx(0.002)
     assert "exp_avg" in next(iter(adam["state"].values()))
     assert "momentum_buffer" in next(iter(by_optim["torch.optim.SGD"]["optimizer_states"][0]["state"].values()))
+
+
+@pytest.mark.slow
+def test_a_search_chooses_between_optimizers_and_schedules(cli_env, tmp_path):
+    out = run_cli(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", f"run_root={tmp_path}", *TINY, "budget=1",
+                   "optim=choice(sgd,adamw)", "schedule=choice(step,cosine)"], cli_env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = [p.parent for p in tmp_path.rglob("summary.json")]
+    assert len(runs) == 3
+    for run in runs:
+        cfg = OmegaConf.load(run / "config.yaml")
+        chosen = OmegaConf.load(run / ".hydra" / "overrides.yaml")
+        optim = next(o.split("=", 1)[1] for o in chosen if o.startswith("optim="))
+        schedule = next(o.split("=", 1)[1] for o in chosen if o.startswith("schedule="))
+        assert cfg.optim._target_ == {"sgd": "torch.optim.SGD", "adamw": "torch.optim.AdamW"}[optim]
+        assert cfg.schedule._target_.endswith({"step": "KerasStepLR", "cosine": "WarmupCosineLR"}[schedule])
+        state = _checkpoint(run)["optimizer_states"][0]["state"]
+        assert ("exp_avg" if optim == "adamw" else "momentum_buffer") in next(iter(state.values()))
