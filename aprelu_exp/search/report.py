@@ -100,7 +100,7 @@ def study_plots(study, out_dir: Path, importances: dict, metric: str = "objectiv
         "study_history.png": (len(done) >= 1, lambda: ovm.plot_optimization_history(study, target_name=metric)),
         "study_epochs.png": (any(t.intermediate_values for t in study.trials),
                              lambda: ovm.plot_intermediate_values(study)),
-        "study_slice.png": (len(done) >= 1, lambda: ovm.plot_slice(study, target_name=metric)),
+        "study_slice.png": (len(done) >= 1, lambda: readable_log_ticks(ovm.plot_slice(study, target_name=metric))),
         "study_importance.png": (bool(importances), lambda: _importance_bars(importances)),
     }
     with warnings.catch_warnings():
@@ -114,6 +114,21 @@ def study_plots(study, out_dir: Path, importances: dict, metric: str = "objectiv
             except Exception as exc:  # one plot that cannot be drawn must not cost the report
                 log.warning("study plot %s not drawn: %s", name, exc)
     return written
+
+
+def readable_log_ticks(ax_or_axes):
+    """Plain numbers at 1, 2 and 5 times each power of ten on the log-scaled axes of a plot (the
+    slice plot's lr), no labels on minor ticks: matplotlib's default labels them too when a range
+    spans less than a decade, and on a panel 4 inches wide they overlap."""
+    # deferred: matplotlib (heavy) loads only when plotting
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for ax in (list(ax_or_axes.flat) if hasattr(ax_or_axes, "flat") else [ax_or_axes]):
+        if ax.get_xscale() == "log":
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    return ax_or_axes
 
 
 def _importance_bars(importances: dict):
