@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aprelu_exp.runs.rundir import read_metrics_rows
 from aprelu_exp.runs.settings import is_setting_override
-from aprelu_exp.search.storage import load_study, portable_storage
+from aprelu_exp.search.storage import load_study, recorded_storage
 
 log = logging.getLogger(__name__)
 TRIAL_COLUMNS = ("trial", "state", "value", "epochs_reported", "val_acc", "val_acc_article", "overrides", "run",
@@ -178,8 +178,9 @@ def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[st
     attrs = study.user_attrs
     objective = attrs.get("objective", {})
     states = [r["state"] for r in rows]
+    url, note = recorded_storage(storage)
     parts = [f"## Study `{study_name}`", "",
-             f"Storage `{portable_storage(storage)}`; objective {objective.get('metric')} ({objective.get('direction')}, "
+             f"Storage `{url}`{note}; objective {objective.get('metric')} ({objective.get('direction')}, "
              f"{objective.get('reduce')} epoch); {len(rows)} trial(s): "
              + ", ".join(f"{s} {states.count(s)}" for s in ("complete", "pruned", "fail", "running")
                          if states.count(s)) + ".",
