@@ -15,6 +15,7 @@ from aprelu_exp.errors import UserError
 from aprelu_exp.runs import lifecycle
 from aprelu_exp.runs.callbacks import EpochRecorder
 from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, network_signature
+from aprelu_exp.runs.noise import quiet_third_party
 from aprelu_exp.runs.progress import run_progress
 from aprelu_exp.runs.resume import resume_checkpoint
 from aprelu_exp.training.build import build_datamodule, build_module, build_net, preflight
@@ -30,6 +31,7 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     """Validate, then train one run into ``run_dir``. Raises UserError for bad input, before
     anything but Hydra's own files exists in ``run_dir``."""
     run_dir = Path(run_dir)
+    quiet_third_party()  # again here: a joblib worker's job never ran the command's start-up
     plan = preflight(cfg)
     torch.set_float32_matmul_precision(str(cfg.perf.matmul_precision))
     # Seed before the network exists: its initial weights are part of what `seed` fixes.

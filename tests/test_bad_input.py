@@ -48,6 +48,7 @@ CASES = [
       "~schedule.gamma"], 2, "takes no budget"),
     (["experiment=record_99"], 2, "experiment=record_99 is not an option of the config group experiment"),
     (["model.reduction=64"], 2, "model.reduction=64 is larger than"),
+    (["model.reduction=20"], 2, "larger than the 16 channels of model.stem_channels"),  # record 16's stem
     (["model.reduction=0"], 2, "model.reduction must be a positive integer"),
     (["model.activation=swish"], 2, "model.activation='swish' is not known"),
     (["model.shortcut=conv"], 2, "model.shortcut='conv' is not known"),

@@ -2,14 +2,22 @@
 command, the comparison on the search's objective, the evidence in the record file."""
 import re
 import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
 import yaml
 
+from aprelu_exp import compose
 from aprelu_exp.compose import CONF_DIR
+from aprelu_exp.records import confirm as confirm_module
 from aprelu_exp.records.confirm import merge_settings
-from inprocess import run_module
+from aprelu_exp.records.promote import promote
+from aprelu_exp.runs.rundir import PROJECT_ROOT
+from aprelu_exp.search.storage import normalise, recorded_storage
+from inprocess import REPO, run_module
 
 TINY = ["data.train_subset=200", "data.test_subset=100", "trainer.max_epochs=1", "logger=none",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -90,3 +98,117 @@ def test_confirm_trains_both_sides_and_writes_only_what_it_confirmed(tmp_path, c
     finally:
         path.unlink(missing_ok=True)
         shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+
+
+def _commands_of_a_confirmation(tmp_path, monkeypatch, *extra):
+    """`records promote --confirm 2` from a directory of its own, the training commands recorded
+    instead of run: (the commands, the command's result, that directory)."""
+    storage = _study(tmp_path, ["model.reduction=8"])
+    commands = []
+
+    def run(cmd, **kwargs):
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(confirm_module, "subprocess", SimpleNamespace(run=run))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = run_module("aprelu_exp.records", ["promote", "s", "--storage", storage, "--name", "record_tdir",
+                                            "--confirm", "2", "budget=2", *extra], cwd=elsewhere)
+    return commands, out, elsewhere
+
+
+def _sweep_dirs(commands) -> list[Path]:
+    return [Path(a.split("=", 1)[1]) for cmd in commands for a in cmd if a.startswith("hydra.sweep.dir=")]
+
+
+def test_a_confirmation_trains_under_run_root_and_nowhere_else(tmp_path, monkeypatch):
+    before = set((REPO / "runs" / "confirm").glob("*"))
+    commands, out, elsewhere = _commands_of_a_confirmation(tmp_path, monkeypatch, f"run_root={tmp_path / 'x'}")
+    # No run was really trained, so the comparison finds none and nothing is written.
+    assert out.returncode == 2 and "0 of 2 finished" in out.stderr and "Nothing was written" in out.stderr
+    parent, candidate = _sweep_dirs(commands)
+    assert len(commands) == 2 and parent.name == "parent" and candidate.name == "candidate"
+    assert parent.parent == candidate.parent and parent.parent.parent == tmp_path / "x" / "confirm"
+    assert all(f"run_root={tmp_path / 'x'}" in cmd for cmd in commands)
+    assert list(elsewhere.iterdir()) == [] and set((REPO / "runs" / "confirm").glob("*")) == before
+    assert not (CONF_DIR / "experiment" / "record_tdir.yaml").exists()
+
+
+def test_a_confirmation_given_a_sweep_dir_writes_into_it(tmp_path, monkeypatch):
+    commands, out, elsewhere = _commands_of_a_confirmation(tmp_path, monkeypatch,
+                                                           f"hydra.sweep.dir={tmp_path / 'mine'}")
+    assert out.returncode == 2
+    assert _sweep_dirs(commands) == [tmp_path / "mine" / "parent", tmp_path / "mine" / "candidate"]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_storage_inside_the_project_is_stated_relative_to_its_root(monkeypatch):
+    url, note = recorded_storage(f"sqlite:///{PROJECT_ROOT / 'runs' / 'optuna.db'}")
+    assert (url, note) == ("sqlite:///runs/optuna.db", " (relative to the project root)")
+    monkeypatch.chdir(PROJECT_ROOT)  # read back from there, it names the same file
+    assert normalise(url, "runs") == f"sqlite:///{PROJECT_ROOT / 'runs' / 'optuna.db'}"
+    assert recorded_storage("journal:/scratch/x/runs/studies.log") == ("journal:/scratch/x/runs/studies.log", "")
+    assert recorded_storage("postgresql://u:secret@db.lab/optuna") == ("postgresql://u:***@db.lab/optuna", "")
+
+
+@pytest.fixture
+def conf_copy(tmp_path, monkeypatch):
+    """The project's conf/ tree copied into tmp_path and composed from there: a promoted record is
+    written into the copy, never into the checkout."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    monkeypatch.setattr(compose, "CONF_DIR", conf)
+    return conf
+
+
+def _source_storage(record_file: Path) -> tuple[str, str]:
+    source = yaml.safe_load(record_file.read_text())["record"]["source"]
+    found = re.match(r"Optuna study (\S+) in (\S+)( \(relative to the project root\))?, trial \d+:", source)
+    assert found, source
+    return found.group(1), found.group(2)
+
+
+def test_a_promoted_record_leads_back_to_its_study(tmp_path, conf_copy, monkeypatch):
+    # The study lies outside the project (run_root=/scratch/x/runs, say): the record names its
+    # storage by the absolute URL, and `search report` on that URL, from anywhere, finds the study.
+    root = tmp_path / "scratch" / "runs"
+    root.mkdir(parents=True)
+    storage = _study(root, ["model.reduction=8"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    written = promote("s", "record_tsrc", storage=storage, conf_dir=conf_copy)
+    assert written == conf_copy / "experiment" / "record_tsrc.yaml"
+    study, url = _source_storage(written)
+    assert study == "s" and url == f"sqlite:///{root / 'optuna.db'}"
+    out = run_module("aprelu_exp.search", ["--storage", url, "report", study, "--out", tmp_path / "study"],
+                     cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"Storage `{url}`;" in (tmp_path / "study" / "study.md").read_text()
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_promote_confirm_honours_run_root_and_records_where_it_went(tmp_path, conf_copy, cli_env, monkeypatch):
+    # The README's promotion with --confirm, run_root outside the project and the command started
+    # from another directory: the runs, the report and the record's evidence all point under run_root.
+    for key, value in cli_env.items():
+        monkeypatch.setenv(key, value)
+    root = tmp_path / "scratch" / "runs"
+    root.mkdir(parents=True)
+    storage = _study(root, ["model.reduction=8"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    before = set((REPO / "runs" / "confirm").glob("*"))
+    written = promote("s", "record_tconf", storage=storage, conf_dir=conf_copy, confirm=2, force=True,
+                      overrides=[*TINY, f"run_root={root}"])
+    evidence = yaml.safe_load(written.read_text())["record"]["evidence"]
+    (confirm_dir,) = (root / "confirm").iterdir()
+    assert evidence["runs"] == str(confirm_dir) and evidence["n"] == 2
+    for side in ("parent", "candidate"):
+        assert len([p for p in (confirm_dir / side).iterdir() if (p / "summary.json").exists()]) == 2, side
+    assert (confirm_dir / "report" / "comparisons.csv").is_file()
+    assert list(elsewhere.iterdir()) == [] and set((REPO / "runs" / "confirm").glob("*")) == before
+    assert _source_storage(written)[1] == f"sqlite:///{root / 'optuna.db'}"

@@ -87,3 +87,19 @@ def test_every_activation_builds_and_runs():
     for act in ("relu", "prelu", "aprelu", "aprelu_shared", "dyrelu_b"):
         net = APReLUResNet(RECORD_16, activation=act)
         assert net(torch.randn(4, 3, 32, 32)).shape == (4, 10)
+
+
+def test_a_reduction_refusal_names_the_layer_that_limits_it(make_cfg):
+    # Record 16: a 16-channel stem, then stages of 32, 32, 64. Its narrowest APReLU takes the stem's
+    # 16 channels (the first block's first activation), not stages[0]'s 32.
+    model = make_cfg("experiment=record_16").model
+    assert model.stem_channels == 16 and [s.channels for s in model.stages] == [32, 32, 64]
+    with pytest.raises(NetworkConfigError) as refused:
+        build_network(make_cfg("experiment=record_16", "model.reduction=20").model)
+    message = str(refused.value)
+    assert "larger than the 16 channels of model.stem_channels" in message
+    assert "model.stages[0].channels" not in message and "at most 16" in message
+    # Where a stage is the narrow one, its own key is named.
+    with pytest.raises(NetworkConfigError, match=r"the 8 channels of model\.stages\[1\]\.channels "):
+        APReLUResNet([Stage(1, 64, False), Stage(1, 8, True)], stem_channels=64, reduction=12,
+                     shortcut="projection")

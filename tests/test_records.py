@@ -2,7 +2,7 @@
 import pytest
 from inprocess import run_module
 
-from aprelu_exp.compose import compose_record, record_names
+from aprelu_exp.compose import CONF_DIR as CONF, compose_record, record_names
 from aprelu_exp.records.lineage import lineage
 from aprelu_exp.report.article import article_results, reported_epochs
 from aprelu_exp.runs.settings import config_diff
@@ -62,6 +62,37 @@ def test_list_and_show_commands():
     assert "name: record_14" in shown.stdout and "reduction: 1" in shown.stdout
     bad = records_cli("show", "record_99")
     assert bad.returncode == 2 and "No record named 'record_99'" in bad.stderr
+
+
+def test_list_draws_the_tree_with_a_glyph_per_sibling_position():
+    # The parents as the files state them; each record's glyph is ├── when a sibling follows it,
+    # └── when it is its parent's last child, and the lines between siblings carry the │.
+    import yaml
+
+    parents = {p.stem: yaml.safe_load(p.read_text())["record"]["parent"]
+               for p in (CONF / "experiment").glob("*.yaml")}
+    lines = records_cli("list").stdout.splitlines()
+    heads = {}
+    for row, line in enumerate(lines):
+        name = line.lstrip("│├└─ ").split("  [", 1)[0]
+        if "  [" in line and name in parents:
+            heads[name] = (row, len(line) - len(line.lstrip("│├└─ ")))
+    assert set(heads) == set(parents)
+    for name, parent in parents.items():
+        row, col = heads[name]
+        if parent is None:
+            assert col == 0
+            continue
+        siblings = sorted(n for n, p in parents.items() if p == parent)
+        glyph = "└── " if name == siblings[-1] else "├── "
+        assert lines[row][col - 4:col] == glyph, lines[row]
+        assert col == heads[parent][1] + 4  # one level under its parent
+        if glyph == "├── ":
+            next_row = heads[siblings[siblings.index(name) + 1]][0]
+            assert all(ln[col - 4] == "│" for ln in lines[row + 1:next_row]), lines[row:next_row]
+    # Record 16's two children, as a person reads them.
+    assert sorted(n for n, p in parents.items() if p == "record_16")[:2] == ["github_final", "record_17"]
+    assert any(ln.endswith("├── github_final  [exact]  parent: record_16") for ln in lines)
 
 
 @pytest.mark.parametrize("full, every, budget, expected", [

@@ -117,20 +117,24 @@ def test_progress_is_one_line_per_epoch_when_stdout_is_not_a_terminal(cli_env, t
     assert "LeafSpec" not in out.stderr and "No CUDA runtime" not in out.stderr and "litlogger" not in out.stdout
 
 
-@pytest.mark.slow
-def test_progress_bar_on_a_terminal_shows_the_whole_run(cli_env, tmp_path):
-    import pty
-
+def _pty(rows: int | None = None, cols: int | None = None) -> tuple[int, int]:
+    """A new pseudo-terminal (master, slave); a new one has the size 0 x 0 unless given one."""
     import fcntl
+    import pty
     import struct
     import termios
 
     master, slave = pty.openpty()
-    # A terminal of 40 x 250 characters (a new pseudo-terminal has no size, and tqdm draws to it).
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 250, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "aprelu_exp", f"run_root={tmp_path}", *ONE,
-                             "trainer.max_epochs=2", "logger=none", "progress_refresh_rate=1"],
-                            cwd=tmp_path, env=cli_env, stdout=slave, stderr=subprocess.DEVNULL)
+    if rows is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    return master, slave
+
+
+def _run_on_a_terminal(args, env, cwd, rows=None, cols=None) -> tuple[int, str]:
+    """`python -m aprelu_exp ARGS` with its stdout on a pseudo-terminal: exit status, what it showed."""
+    master, slave = _pty(rows, cols)
+    proc = subprocess.Popen([sys.executable, "-m", "aprelu_exp", *args], cwd=cwd, env=env, stdout=slave,
+                            stderr=subprocess.DEVNULL)
     os.close(slave)
     chunks = []
     while True:
@@ -142,10 +146,45 @@ def test_progress_bar_on_a_terminal_shows_the_whole_run(cli_env, tmp_path):
             break
         chunks.append(data)
     proc.wait(timeout=300)
-    text = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 0
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_bar_on_a_terminal_shows_the_whole_run(cli_env, tmp_path):
+    # A terminal of 40 x 250 characters.
+    code, text = _run_on_a_terminal([f"run_root={tmp_path}", *ONE, "trainer.max_epochs=2", "logger=none",
+                                     "progress_refresh_rate=1"], cli_env, tmp_path, rows=40, cols=250)
+    assert code == 0
     assert "Epoch 1/2" in text and "Epoch 2/2" in text
     assert "elapsed" in text and "left" in text and "article 0." in text and "img/s" in text
+
+
+@pytest.mark.slow
+def test_a_terminal_of_no_size_shows_every_epochs_line(cli_env, tmp_path):
+    # `script` started from a non-terminal, some CI consoles, `docker run -t`: a pseudo-terminal
+    # of 0 x 0, on which tqdm draws nothing.
+    code, text = _run_on_a_terminal([f"run_root={tmp_path}", *ONE, "trainer.max_epochs=2", "logger=none"],
+                                    cli_env, tmp_path)
+    assert code == 0
+    lines = [ln.strip() for ln in text.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split(" | ")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"], text[-3000:]
+    assert all("article 0." in ln and "img/s" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("size, shown", [(None, "EpochLines"), ((40, 20), "EpochLines"),
+                                         ((40, 250), "RunProgressBar")])
+def test_the_bar_is_drawn_only_on_a_terminal_wide_enough_for_it(size, shown):
+    from aprelu_exp.runs.progress import run_progress
+
+    master, slave = _pty(*(size or ()))
+    try:
+        with os.fdopen(os.dup(slave), "w") as terminal:
+            assert terminal.isatty()
+            assert type(run_progress(3, recorder=None, stream=terminal)).__name__ == shown
+    finally:
+        os.close(slave)
+        os.close(master)
 
 
 @pytest.mark.slow

@@ -233,10 +233,14 @@ def check_network(stages, stem_channels, activation, reduction, shortcut, init, 
                 f"double (use {cin} or {2 * cin}), or set model.shortcut=projection."
             )
         if activation in ("aprelu",) and min(cin, st.channels) // reduction < 1:
+            # The stage's first APReLU takes its input's width; an earlier stage narrower than this
+            # one would have failed here already, so a narrower input can only be the stem's.
+            narrowest = f"model.stages[{i}].channels" if st.channels <= cin else "model.stem_channels"
             raise NetworkConfigError(
-                f"model.reduction={reduction} is larger than the {min(cin, st.channels)} channels "
-                f"at model.stages[{i}]; APReLU's first Dense layer would have no unit. Use a "
-                f"reduction of at most {min(cin, st.channels)}."
+                f"model.reduction={reduction} is larger than the {min(cin, st.channels)} channels of "
+                f"{narrowest} (the width an APReLU of model.stages[{i}] takes); its first Dense layer "
+                f"would have no unit. "
+                f"Use a reduction of at most {min(cin, st.channels)}, or widen {narrowest}."
             )
         cin = st.channels
 

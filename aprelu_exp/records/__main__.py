@@ -51,19 +51,22 @@ def cmd_list() -> None:
     for name, rec in recs.items():
         children.setdefault(rec.get("parent"), []).append(name)
 
-    def walk(name: str, depth: int) -> None:
+    def walk(name: str, prefix: str, connector: str, below: str) -> None:
+        """connector: this record's glyph (├── with a later sibling, └── for the last); below: what
+        continues its parent's line on the lines under it (│ while siblings follow)."""
         rec = recs[name]
-        pad = "    " * depth + ("└── " if depth else "")
-        print(f"{pad}{name}  [{rec.get('provenance')}]  parent: {rec.get('parent') or '-'}")
-        print(f"{'    ' * (depth + 1)}change: {rec.get('change')}")
-        for line in evidence_lines(name, rec, recs):
-            print(f"{'    ' * (depth + 1)}{line}")
-        for child in sorted(children.get(name, [])):
-            walk(child, depth + 1)
+        kids = sorted(children.get(name, []))
+        print(f"{prefix}{connector}{name}  [{rec.get('provenance')}]  parent: {rec.get('parent') or '-'}")
+        inner = prefix + below
+        for line in [f"change: {rec.get('change')}", *evidence_lines(name, rec, recs)]:
+            print(f"{inner}{'│   ' if kids else '    '}{line}")
+        for i, child in enumerate(kids):
+            last = i == len(kids) - 1
+            walk(child, inner, "└── " if last else "├── ", "    " if last else "│   ")
 
     roots = [n for n, r in recs.items() if not r.get("parent") or r.get("parent") not in recs]
     for root in sorted(roots):
-        walk(root, 0)
+        walk(root, "", "", "")
 
 
 def cmd_show(ref: str) -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import yaml
 
-from aprelu_exp.compose import CONF_DIR, compose_record
+from aprelu_exp.compose import CONF_DIR, compose_config, compose_record
 from aprelu_exp.errors import UserError
 from aprelu_exp.records.lineage import lineage
 from aprelu_exp.report.build import build_report
 from aprelu_exp.report.collect import find_runs, label_runs, load_run
 from aprelu_exp.report.evidence import compare, group_runs, mean_interval
-from aprelu_exp.runs.rundir import git_commit, portable_path, unique_suffix, write_text_atomic
+from aprelu_exp.runs.rundir import git_commit, recorded_path, unique_suffix, write_text_atomic
 from aprelu_exp.runs.settings import is_setting_override
 
 # What a confirmation fixes about the runs, as keys of a search's resolved trial settings.
@@ -99,13 +99,28 @@ def run_confirmation(parent: str, candidate: list[str], seeds: int, settings: li
         "settings": " ".join(s for s in settings if is_setting_override(s)),
         "commit": git_commit(),
         "date": dt.date.today().isoformat(),
-        "runs": portable_path(out_dir),
+        "runs": recorded_path(out_dir),
     }
 
 
-def confirm_out_dir(name: str, run_root: str | Path = "runs") -> Path:
+def confirm_out_dir(name: str, settings: list[str]) -> tuple[Path, list[str]]:
+    """Where a confirmation writes, as the main command would: under `hydra.sweep.dir` where given
+    (the two sides' sweeps and the report), else `<run_root>/confirm/<date>_<time>_<name>_<uid>`;
+    and the settings without hydra.sweep.dir, since each side gets its own sweep directory in it."""
+    rest, sweep_dir, run_root = [], None, None
+    for s in settings:
+        key, _, value = s.partition("=")
+        if key.lstrip("+~") == "hydra.sweep.dir":
+            sweep_dir = value
+            continue
+        if key.lstrip("+~") == "run_root":
+            run_root = value
+        rest.append(s)
+    if sweep_dir:
+        return Path(sweep_dir), rest
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    return Path(run_root) / "confirm" / f"{stamp}_{name}_{unique_suffix()}"
+    root = Path(run_root or str(compose_config().run_root))
+    return root / "confirm" / f"{stamp}_{name}_{unique_suffix()}", rest
 
 
 def describe(evidence: dict, parent: str) -> str:
@@ -133,8 +148,8 @@ def confirm_record(name: str, seeds: int, overrides: list[str], force: bool = Fa
         raise UserError(f"give the length of the confirmation runs: budget=N (the schedule compressed into N "
                         f"epochs) or trainer.max_epochs=N; {name}'s full schedule is "
                         f"{compose_record(name).schedule.epochs} epochs.")
-    evidence = run_confirmation(parent, [f"experiment={name}"], seeds, settings,
-                                out_dir or confirm_out_dir(name), metric)
+    where, settings = confirm_out_dir(name, settings)
+    evidence = run_confirmation(parent, [f"experiment={name}"], seeds, settings, out_dir or where, metric)
     print(f"confirm: {name}: {describe(evidence, parent)}", flush=True)
     if not evidence["confirmed"] and not force:
         raise NotConfirmed(f"{name} was not confirmed: {describe(evidence, parent)} Its file was left as it "

@@ -18,7 +18,7 @@ from aprelu_exp.records.confirm import (SETTING_KEYS, NotConfirmed, confirm_out_
 from aprelu_exp.report.evidence import METRIC_NAMES
 from aprelu_exp.runs.rundir import find_config, write_text_atomic
 from aprelu_exp.runs.settings import config_diff, is_setting_override
-from aprelu_exp.search.storage import load_study, normalise, portable_storage, read_search_ref
+from aprelu_exp.search.storage import load_study, normalise, read_search_ref, recorded_storage
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -135,16 +135,17 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
     if confirm is not None:
         searched = {k: v for k, v in (attrs.get("trial_settings") or {}).items() if k in SETTING_KEYS}
         metric = objective_metric(objective)
-        settings = merge_settings(searched, list(overrides or []))
+        where, settings = confirm_out_dir(name, merge_settings(searched, list(overrides or [])))
         evidence = run_confirmation(parent, [f"experiment={parent}", *trial_overrides], confirm, settings,
-                                    out_dir or confirm_out_dir(name), metric)
+                                    out_dir or where, metric)
         print(f"confirm: {name}: {describe(evidence, parent)}", flush=True)
         if not evidence["confirmed"] and not force:
             raise NotConfirmed(f"{name} was not confirmed: {describe(evidence, parent)} Nothing was written; "
                                f"--force writes it marked unconfirmed.")
+    url, note = recorded_storage(storage)
     record = {
         "name": name, "parent": parent, "provenance": "searched",
-        "source": (f"Optuna study {study.study_name} ({portable_storage(storage)}), trial {trial.number}: "
+        "source": (f"Optuna study {study.study_name} in {url}{note}, trial {trial.number}: "
                    f"{objective.get('metric', 'objective')} {trial.value:.4f}{_trained(trial)}"
                    + (f"; search overrides: {fixed}" if fixed else "")),
         "change": "; ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in changes),

@@ -19,6 +19,16 @@ QUIET_LOGS = (
 QUIET_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",       # Lightning vs torch's pytree, not ours
 )
+# Lightning's hint wherever an `srun` executable exists (a cluster's login node, a workstation with
+# SLURM's tools): it concerns a process inside a SLURM job that was not started by srun, and only
+# there is it kept.
+SRUN_HINT = r"The `srun` command is available on your system but is not used"
+SLURM_JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOBID", "SLURM_STEP_ID", "SLURM_NTASKS")
+
+
+def in_a_slurm_job(environ=None) -> bool:
+    environ = os.environ if environ is None else environ
+    return any(name in environ for name in SLURM_JOB_VARIABLES)
 
 
 class _DropMessages(logging.Filter):
@@ -31,11 +41,13 @@ class _DropMessages(logging.Filter):
 
 
 def quiet_third_party() -> None:
+    """Filter the messages above in this process. Each process that trains calls it: a command's
+    start-up does, and a job in a joblib worker (started without this package's __main__) too."""
     for name, fragment in QUIET_LOGS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) and f.fragment == fragment for f in logger.filters):
             logger.addFilter(_DropMessages(fragment))
-    for message in QUIET_WARNINGS:
+    for message in QUIET_WARNINGS + (() if in_a_slurm_job() else (SRUN_HINT,)):
         warnings.filterwarnings("ignore", message=message)
 
 

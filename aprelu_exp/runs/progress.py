@@ -1,8 +1,10 @@
 """Progress of the whole run, not only of the epoch in hand: epoch N of the run's total, time
 elapsed and left for the run, the last epoch's accuracies and throughput. On a terminal it is a
-tqdm bar; where stdout is not a terminal (CI, nohup, SLURM logs) it is one line per epoch."""
+tqdm bar; where stdout is not a terminal (CI, nohup, SLURM logs), or a terminal too narrow for the
+bar or of no size at all, it is one line per epoch."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -106,8 +108,22 @@ class EpochLines(pl.Callback):
         print(" | ".join(parts), file=self.stream or sys.stdout, flush=True)
 
 
+# Narrower than this, tqdm cuts the bar's line down to nothing or to its first figures.
+MIN_BAR_COLUMNS = 40
+
+
+def terminal_columns(stream) -> int:
+    """The width of the terminal `stream` writes to; 0 where it is no terminal, or a terminal that
+    reports no size (a pseudo-terminal nobody sized: `script` started without a terminal, some CI
+    consoles, `docker run -t`), on which tqdm draws an empty line."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
 def run_progress(total_epochs: int, recorder, refresh_rate: int = 10, stream=None) -> pl.Callback:
     stream = stream or sys.stdout
-    if stream.isatty():
+    if terminal_columns(stream) >= MIN_BAR_COLUMNS:
         return RunProgressBar(total_epochs, recorder, refresh_rate)
     return EpochLines(total_epochs, recorder, stream)

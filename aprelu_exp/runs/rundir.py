@@ -61,13 +61,20 @@ def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def portable_path(path: Path) -> str:
-    """A path as it may be written where others read it: relative to the working directory when
-    under it, otherwise its name alone (never this machine's absolute path)."""
+# The checkout holding conf/ and, by default, runs/ (the commands run from it).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RELATIVE_NOTE = "relative to the project root"
+
+
+def recorded_path(path: Path) -> str:
+    """A path as a record or a report states it, so that it leads back to what it names: relative
+    to the project root when inside it (a record is read in other clones of the project), else
+    absolute (`run_root=/scratch/x/runs` lies outside every clone)."""
+    resolved = Path(path).resolve()
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+        return str(resolved.relative_to(PROJECT_ROOT))
     except ValueError:
-        return Path(path).name
+        return str(resolved)
 
 
 def read_metrics_rows(run_dir: Path) -> list[dict]:

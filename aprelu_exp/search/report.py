@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aprelu_exp.runs.rundir import read_metrics_rows
 from aprelu_exp.runs.settings import is_setting_override
-from aprelu_exp.search.storage import load_study, portable_storage
+from aprelu_exp.search.storage import load_study, recorded_storage
 
 log = logging.getLogger(__name__)
 TRIAL_COLUMNS = ("trial", "state", "value", "epochs_reported", "val_acc", "val_acc_article", "overrides", "run",
@@ -100,7 +100,7 @@ def study_plots(study, out_dir: Path, importances: dict, metric: str = "objectiv
         "study_history.png": (len(done) >= 1, lambda: ovm.plot_optimization_history(study, target_name=metric)),
         "study_epochs.png": (any(t.intermediate_values for t in study.trials),
                              lambda: ovm.plot_intermediate_values(study)),
-        "study_slice.png": (len(done) >= 1, lambda: ovm.plot_slice(study, target_name=metric)),
+        "study_slice.png": (len(done) >= 1, lambda: readable_log_ticks(ovm.plot_slice(study, target_name=metric))),
         "study_importance.png": (bool(importances), lambda: _importance_bars(importances)),
     }
     with warnings.catch_warnings():
@@ -114,6 +114,21 @@ def study_plots(study, out_dir: Path, importances: dict, metric: str = "objectiv
             except Exception as exc:  # one plot that cannot be drawn must not cost the report
                 log.warning("study plot %s not drawn: %s", name, exc)
     return written
+
+
+def readable_log_ticks(ax_or_axes):
+    """Plain numbers at 1, 2 and 5 times each power of ten on the log-scaled axes of a plot (the
+    slice plot's lr), no labels on minor ticks: matplotlib's default labels them too when a range
+    spans less than a decade, and on a panel 4 inches wide they overlap."""
+    # deferred: matplotlib (heavy) loads only when plotting
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for ax in (list(ax_or_axes.flat) if hasattr(ax_or_axes, "flat") else [ax_or_axes]):
+        if ax.get_xscale() == "log":
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    return ax_or_axes
 
 
 def _importance_bars(importances: dict):
@@ -163,8 +178,9 @@ def study_section(study_name: str, storage: str, out_dir: Path) -> tuple[list[st
     attrs = study.user_attrs
     objective = attrs.get("objective", {})
     states = [r["state"] for r in rows]
+    url, note = recorded_storage(storage)
     parts = [f"## Study `{study_name}`", "",
-             f"Storage `{portable_storage(storage)}`; objective {objective.get('metric')} ({objective.get('direction')}, "
+             f"Storage `{url}`{note}; objective {objective.get('metric')} ({objective.get('direction')}, "
              f"{objective.get('reduce')} epoch); {len(rows)} trial(s): "
              + ", ".join(f"{s} {states.count(s)}" for s in ("complete", "pruned", "fail", "running")
                          if states.count(s)) + ".",

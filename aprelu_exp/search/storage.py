@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aprelu_exp.errors import UserError
-from aprelu_exp.runs.rundir import portable_path, write_json_atomic
+from aprelu_exp.runs.rundir import RELATIVE_NOTE, recorded_path, write_json_atomic
 
 DEFAULT_FILE = "optuna.db"
 JOURNAL_PREFIX = "journal:"
@@ -52,21 +52,23 @@ def _file_of(storage: str) -> Path | None:
     return None
 
 
-def portable_storage(storage: str) -> str:
-    """The storage as it may be written where others read it (a record, a report): a file under the
-    working directory relative to it (`sqlite:///runs/optuna.db`, which `normalise` reads back),
-    a file elsewhere by its name alone, a server URL without its password."""
+def recorded_storage(storage: str) -> tuple[str, str]:
+    """The storage as a record or a report states it, so that it leads back to the study, and a
+    note to write after it: a file inside the project relative to its root, the note saying so
+    (`sqlite:///runs/optuna.db`, ` (relative to the project root)`), a file elsewhere by its
+    absolute URL (`sqlite:////scratch/x/runs/optuna.db`), a server URL without its password."""
     path = _file_of(storage)
     if path is not None:
-        shown = portable_path(path)
-        return (JOURNAL_PREFIX if storage.startswith(JOURNAL_PREFIX) else "sqlite:///") + shown
+        shown = recorded_path(path)
+        prefix = JOURNAL_PREFIX if storage.startswith(JOURNAL_PREFIX) else "sqlite:///"
+        return prefix + shown, "" if Path(shown).is_absolute() else f" ({RELATIVE_NOTE})"
     try:
         # deferred: comes with optuna, loaded only where a study is read
         from sqlalchemy.engine import make_url
 
-        return make_url(storage).render_as_string(hide_password=True)
+        return make_url(storage).render_as_string(hide_password=True), ""
     except Exception:
-        return storage.split("@")[-1]
+        return storage.split("@")[-1], ""
 
 
 def open_storage(storage: str, create: bool = True) -> Any:
