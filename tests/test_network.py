@@ -8,6 +8,7 @@ from torch import nn
 
 from aprelu_exp.model import APReLUResNet, NetworkConfigError, Stage
 from aprelu_exp.model.resnet import Conv3x3, PreActBlock, make_batchnorm
+from aprelu_exp.errors import UserError
 from aprelu_exp.training.build import build_net
 
 RECORD_16 = [Stage(1, 32, False), Stage(1, 32, True), Stage(1, 64, True)]
@@ -94,8 +95,8 @@ def test_a_reduction_refusal_names_the_layer_that_limits_it(make_cfg):
     # 16 channels (the first block's first activation), not stages[0]'s 32.
     model = make_cfg("experiment=record_16").model
     assert model.stem_channels == 16 and [s.channels for s in model.stages] == [32, 32, 64]
-    with pytest.raises(NetworkConfigError) as refused:
-        build_network(make_cfg("experiment=record_16", "model.reduction=20").model)
+    with pytest.raises(UserError) as refused:
+        build_net(make_cfg("experiment=record_16", "model.reduction=20"))
     message = str(refused.value)
     assert "larger than the 16 channels of model.stem_channels" in message
     assert "model.stages[0].channels" not in message and "at most 16" in message

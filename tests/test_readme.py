@@ -6,7 +6,7 @@ import yaml
 
 from aprelu_exp import compose
 from aprelu_exp.compose import CONF_DIR
-from aprelu_exp.model.resnet import check_network_config
+from aprelu_exp.training.build import build_net
 from aprelu_exp.runs.settings import config_diff
 from inprocess import REPO
 
@@ -45,6 +45,6 @@ def test_the_adding_a_record_example_is_free_and_composes(tmp_path, monkeypatch)
     (conf / "experiment" / f"{name}.yaml").write_text(example)
     monkeypatch.setattr(compose, "CONF_DIR", conf)
     parent, child = compose.compose_record(data["record"]["parent"]), compose.compose_record(name)
-    check_network_config(child.model)
+    build_net(child, check_only=True)
     changed = {k for k, _, _ in config_diff(parent, child)} - {f"record.{k}" for k in data["record"]}
     assert changed == {"model.stages[1].channels", "model.stages[2].channels"}

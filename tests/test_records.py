@@ -108,12 +108,12 @@ def test_budget_scaling_against_hand_computed_milestones(full, every, budget, ex
 
 
 def test_budget_is_recorded_in_the_plan(make_cfg):
-    from aprelu_exp.training.schedule import plan_schedule
+    from aprelu_exp.training.build import check_optimization
 
-    plan = plan_schedule(make_cfg("budget=50", small=False)).as_dict()
+    plan = check_optimization(make_cfg("budget=50", small=False)).as_dict()
     assert plan == {"full_epochs": 5000, "max_epochs": 50, "budget": 50,
-                    "milestones": [15, 30, 45], "kind": "budget"}
-    truncated = plan_schedule(make_cfg("trainer.max_epochs=3", small=False)).as_dict()
+                    "milestones": [15, 30, 45], "gamma": 0.1, "kind": "budget"}
+    truncated = check_optimization(make_cfg("trainer.max_epochs=3", small=False)).as_dict()
     assert truncated["kind"] == "truncated" and truncated["milestones"] == [1500, 3000, 4500]
 
 
