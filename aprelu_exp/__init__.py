@@ -4,16 +4,19 @@ The packages form layers; a module imports only from its own package or from a l
 (tests/test_layers.py checks every import, module-level and function-level):
 
     errors, metrics             UserError and the commands' way of failing; the metric names
-    parts                       every part built one way: a `_target_` node checked against its
-                                constructor's signature, then instantiated
+    parts, settings             every part built one way (a `_target_` node checked against its
+                                constructor's signature, then instantiated); which config keys are
+                                settings (what a run trains), flattened and compared
     model, data                 the APReLU ResNet; CIFAR-10, its checks and the Keras augmentation
     runs                        a run directory: its files and states, atomic writes, metrics.csv
-                                (writer and reader), checkpoints, lock, signals, resume, loggers,
-                                which config keys are settings, the run's life (lifecycle)
-    training                    the Lightning module, the schedule, the perf policy, and the
-                                objects a run trains with, built from its config
-    config_schema               typed schemas of the config groups
-    compose                     the conf/ tree, composing it, the records by name
+                                (writer and reader), checkpoints, lock, signals, resume, the run's
+                                life (lifecycle)
+    training, console           the Lightning module, the schedules, the perf policy, and the objects
+                                a run trains with, built from its config; what the terminal shows
+                                (progress) and the third-party noise kept from it
+    config_schema, sweep,       the project's own typed keys; the sweepers' replicates; the project's
+    loggers                     own Lightning logger (MLflow)
+    compose                     the conf/ tree, composing it, the records by name, composition errors
     search                      Optuna: storage, space, the study, the ask-launch-tell loop, the
                                 job's trial reporter (a configured callback)
     report                      reports of runs, sweeps and studies; evidence; the article's numbers
@@ -30,11 +33,11 @@ comment saying so.
 
 LAYERS = (
     ("aprelu_exp.errors", "aprelu_exp.metrics"),
-    ("aprelu_exp.parts",),
+    ("aprelu_exp.parts", "aprelu_exp.settings"),
     ("aprelu_exp.model", "aprelu_exp.data"),
     ("aprelu_exp.runs",),
-    ("aprelu_exp.training",),
-    ("aprelu_exp.config_schema",),
+    ("aprelu_exp.training", "aprelu_exp.console"),
+    ("aprelu_exp.config_schema", "aprelu_exp.sweep", "aprelu_exp.loggers"),
     ("aprelu_exp.compose",),
     ("aprelu_exp.search",),
     ("aprelu_exp.report",),

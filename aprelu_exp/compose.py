@@ -16,7 +16,7 @@ from aprelu_exp import config_schema  # noqa: F401  (registers the typed schemas
 from aprelu_exp.errors import UserError
 from aprelu_exp.parts import closest
 from aprelu_exp.runs.rundir import unique_suffix
-from aprelu_exp.runs.settings import flatten
+from aprelu_exp.settings import flatten
 
 # In a checkout a link to the repository's conf/; in an installed wheel the configs themselves.
 CONF_DIR = Path(__file__).parent / "conf"

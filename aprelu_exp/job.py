@@ -15,7 +15,7 @@ from aprelu_exp.errors import UserError
 from aprelu_exp.report.build import build_report
 from aprelu_exp.runs.callbacks import NonFiniteLossError
 from aprelu_exp.runs.interrupts import RunInterrupted
-from aprelu_exp.runs.noise import quiet_third_party
+from aprelu_exp.console.noise import quiet_third_party
 from aprelu_exp.runs.resume import resume_config
 from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, write_status
 from aprelu_exp.train import train

@@ -15,8 +15,8 @@ from aprelu_exp.errors import UserError
 from aprelu_exp.runs import lifecycle
 from aprelu_exp.runs.callbacks import EpochRecorder
 from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, network_signature
-from aprelu_exp.runs.noise import quiet_third_party
-from aprelu_exp.runs.progress import run_progress
+from aprelu_exp.console.noise import quiet_third_party
+from aprelu_exp.console.progress import run_progress
 from aprelu_exp.runs.resume import resume_checkpoint
 from aprelu_exp.training.build import build_datamodule, build_module, build_net, preflight
 from aprelu_exp.training.precision import perf_switches

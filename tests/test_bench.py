@@ -60,7 +60,7 @@ def test_profiler_lines_are_kept_out_of_what_the_user_sees(capfd):
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from aprelu_exp.runs.noise import native_output_filtered
+    from aprelu_exp.console.noise import native_output_filtered
 
     with profile(activities=[ProfilerActivity.CPU]):
         torch.ones(8).sum()

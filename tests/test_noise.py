@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
-from aprelu_exp.runs.noise import SLURM_JOB_VARIABLES, quiet_third_party
+from aprelu_exp.console.noise import SLURM_JOB_VARIABLES, quiet_third_party
 
 SRUN_HINT = "The `srun` command is available on your system but is not used"
 

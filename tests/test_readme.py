@@ -7,7 +7,7 @@ import yaml
 from aprelu_exp import compose
 from aprelu_exp.compose import CONF_DIR
 from aprelu_exp.training.build import build_net
-from aprelu_exp.runs.settings import config_diff
+from aprelu_exp.settings import config_diff
 from inprocess import REPO
 
 README = (REPO / "README.md").read_text()

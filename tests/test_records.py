@@ -5,7 +5,7 @@ from inprocess import run_module
 from aprelu_exp.compose import CONF_DIR as CONF, compose_record, record_names
 from aprelu_exp.records.lineage import lineage
 from aprelu_exp.report.article import article_results, reported_epochs
-from aprelu_exp.runs.settings import config_diff
+from aprelu_exp.settings import config_diff
 from aprelu_exp.training.schedule import scale_milestones, step_milestones
 
 RECORDS = ["github_final", "record_01", "record_14", "record_15", "record_16", "record_17"]

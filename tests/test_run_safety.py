@@ -175,7 +175,7 @@ def test_a_terminal_of_no_size_shows_every_epochs_line(cli_env, tmp_path):
 @pytest.mark.parametrize("size, shown", [(None, "EpochLines"), ((40, 20), "EpochLines"),
                                          ((40, 250), "RunProgressBar")])
 def test_the_bar_is_drawn_only_on_a_terminal_wide_enough_for_it(size, shown):
-    from aprelu_exp.runs.progress import run_progress
+    from aprelu_exp.console.progress import run_progress
 
     master, slave = _pty(*(size or ()))
     try:

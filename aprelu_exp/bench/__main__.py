@@ -33,7 +33,7 @@ from aprelu_exp.compose import compose_config
 from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
 from aprelu_exp.data.cifar10 import load_cifar10
 from aprelu_exp.errors import run_command
-from aprelu_exp.runs.noise import quiet_third_party
+from aprelu_exp.console.noise import quiet_third_party
 from aprelu_exp.runs.rundir import environment
 from aprelu_exp.training.build import build_augment
 from aprelu_exp.training.precision import LIGHTNING_PRECISION, bf16_support, cpu_capability, run_device

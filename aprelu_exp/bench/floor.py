@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch.profiler import ProfilerActivity, profile
 
 from aprelu_exp.bench.training import FULL_TRAIN_IMAGES
-from aprelu_exp.runs.noise import native_output_filtered
+from aprelu_exp.console.noise import native_output_filtered
 
 
 def convolution_ms(fn, calls: int = 5) -> dict:

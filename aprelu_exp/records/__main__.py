@@ -12,7 +12,7 @@ from aprelu_exp.records.confirm import confirm_record
 from aprelu_exp.records.lineage import lineage, load_config
 from aprelu_exp.records.promote import promote
 from aprelu_exp.report.article import article_results
-from aprelu_exp.runs.settings import config_diff
+from aprelu_exp.settings import config_diff
 
 
 def evidence_lines(name: str, rec: dict, records: dict | None = None) -> list[str]:

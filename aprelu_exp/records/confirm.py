@@ -17,7 +17,7 @@ from aprelu_exp.report.build import build_report
 from aprelu_exp.report.collect import find_runs, label_runs, load_run
 from aprelu_exp.report.evidence import compare, group_runs, mean_interval
 from aprelu_exp.runs.rundir import git_commit, recorded_path, unique_suffix, write_text_atomic
-from aprelu_exp.runs.settings import is_setting_override
+from aprelu_exp.settings import is_setting_override
 
 # What a confirmation fixes about the runs, as keys of a search's resolved trial settings.
 SETTING_KEYS = ("budget", "trainer.max_epochs", "data.train_subset", "data.test_subset", "perf.precision",

@@ -17,7 +17,7 @@ from aprelu_exp.records.confirm import (SETTING_KEYS, NotConfirmed, confirm_out_
                                         run_confirmation)
 from aprelu_exp.report.evidence import METRIC_NAMES
 from aprelu_exp.runs.rundir import find_config, write_text_atomic
-from aprelu_exp.runs.settings import config_diff, is_setting_override
+from aprelu_exp.settings import config_diff, is_setting_override
 from aprelu_exp.search.storage import load_study, normalise, read_search_ref, recorded_storage
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from aprelu_exp.compose import compose_record
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.rundir import METRICS_FILE, STATUS_FILE, SUMMARY_FILE, find_config, read_metrics_rows, read_status
-from aprelu_exp.runs.settings import MISSING, config_diff, is_setting_override
+from aprelu_exp.settings import MISSING, config_diff, is_setting_override
 from aprelu_exp.runs.summary import metrics_summary
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aprelu_exp.errors import UserError
-from aprelu_exp.runs.settings import settings_without_seed
+from aprelu_exp.settings import settings_without_seed
 
 CONFIDENCE = 0.95
 P_BETTER_THRESHOLD = 0.75

@@ -8,7 +8,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from aprelu_exp.report.build import build_report
-from aprelu_exp.runs.mlflow_logger import attach_sweep_report
+from aprelu_exp.loggers.mlflow import attach_sweep_report
 
 log = logging.getLogger(__name__)
 

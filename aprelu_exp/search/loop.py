@@ -18,7 +18,7 @@ import optuna
 from omegaconf import OmegaConf
 
 from aprelu_exp.errors import UserError
-from aprelu_exp.runs.replicates import replicate_seeds
+from aprelu_exp.sweep.replicates import replicate_seeds
 from aprelu_exp.runs.rundir import read_metrics_rows, read_status
 from aprelu_exp.search.report import last_epoch_values
 from aprelu_exp.search.space import as_overrides, format_value

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from aprelu_exp.runs.rundir import read_metrics_rows
-from aprelu_exp.runs.settings import is_setting_override
+from aprelu_exp.settings import is_setting_override
 from aprelu_exp.search.storage import load_study, recorded_storage
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.callbacks import COLUMNS
-from aprelu_exp.runs.settings import is_setting_override
+from aprelu_exp.settings import is_setting_override
 from aprelu_exp.search.space import SearchSpace, as_overrides, corner_points, parse_space
 from aprelu_exp.search.storage import normalise, open_storage
 from aprelu_exp.search.trial_link import PRUNER_ATTR, build_pruner

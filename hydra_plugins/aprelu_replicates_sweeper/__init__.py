@@ -60,7 +60,7 @@ class ReplicatesSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         # Imported when a sweep runs, not when Hydra scans its plugins (which every command does).
         from aprelu_exp.errors import UserError
-        from aprelu_exp.runs.replicates import seed_sweep
+        from aprelu_exp.sweep.replicates import seed_sweep
 
         try:
             arguments = seed_sweep(self.config, [f"{k}={v}" for k, v in self.params.items()] + list(arguments))

@@ -1,0 +1,2 @@
+"""What the sweepers (hydra_plugins: the replicates sweeper, the Optuna search) share: the seeds of
+`replicates=N`."""

@@ -1,1 +1,0 @@
-"""Run directories: status, metrics rows, atomic checkpoints and summaries."""

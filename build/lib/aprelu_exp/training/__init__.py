@@ -1,1 +1,0 @@
-"""The LightningModule and its learning-rate schedule."""
