@@ -31,9 +31,11 @@ def installed(wheel, tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(subprocess.run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                check=True, capture_output=True, text=True).stdout.strip())
-    (site / "_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    # Installed first, into the bare venv (where no aprelu-exp is "already satisfied"), then the
+    # dependencies are made visible.
     subprocess.run([*PIP, "--python", str(venv / "bin" / "python"), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, capture_output=True, text=True)
+                   check=True, capture_output=True, text=True, env=_env())
+    (site / "_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     return venv
 
 

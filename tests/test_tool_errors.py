@@ -32,9 +32,9 @@ def test_bench_without_the_data(empty_data, tmp_path):
 
 def test_bench_with_an_unknown_override(tmp_path):
     out = run_module("aprelu_exp.bench", ["model.foo=1", "--out", tmp_path / "bench.json"])
-    _refused(out, "Could not override 'model.foo'", "--cfg job")
+    _refused(out, "model.foo is not a key of this config", "--cfg job")
     out = run_module("aprelu_exp.bench", ["experiment=record_99", "--out", tmp_path / "bench.json"])
-    _refused(out, "Could not find 'experiment/record_99'", "record_16")
+    _refused(out, "experiment=record_99 is not an option of the config group experiment", "record_16")
     assert not (tmp_path / "bench.json").exists()
 
 
