@@ -3,7 +3,7 @@
 The packages form layers; a module imports only from its own package or from a layer below
 (tests/test_layers.py checks every import, module-level and function-level):
 
-    errors                      UserError and the commands' way of failing
+    errors, metrics             UserError and the commands' way of failing; the metrics' names
     model, data                 the APReLU ResNet; CIFAR-10, its checks and the Keras augmentation
     runs                        a run directory: its files and states, atomic writes, metrics.csv
                                 (writer and reader), checkpoints, lock, signals, resume, loggers,
@@ -25,7 +25,7 @@ comment saying so.
 """
 
 LAYERS = (
-    ("aprelu_exp.errors",),
+    ("aprelu_exp.errors", "aprelu_exp.metrics"),
     ("aprelu_exp.model", "aprelu_exp.data"),
     ("aprelu_exp.runs",),
     ("aprelu_exp.training",),

@@ -48,6 +48,8 @@ class DataSchema:
     article_eval_batch_size: int = 100
     centring: str = "scalar"
     device_resident: str = "auto"
+    val_split: Optional[int] = None
+    split_seed: int = 0
 
 
 @dataclass

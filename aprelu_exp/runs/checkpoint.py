@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
@@ -11,6 +12,7 @@ from aprelu_exp.errors import UserError
 from aprelu_exp.runs.rundir import atomic_file
 
 SIGNATURE_KEY = "aprelu_network_signature"
+SPLIT_KEY = "aprelu_data_split"  # the held-out validation split trained with (absent or None: none)
 # The keys that decide the network's shapes and wiring; anything else may change on resume.
 ARCHITECTURE_KEYS = ("activation", "stem_channels", "stages", "reduction", "num_classes", "shortcut",
                      "tf_same_padding")
@@ -38,12 +40,28 @@ def _flat(sig: dict) -> dict:
     return out
 
 
-def check_compatible(ckpt_path: Path, signature: dict) -> int:
-    """Refuse to resume from a checkpoint of another network, naming every differing key; return
-    the epoch the checkpoint ends."""
+def split_text(split: dict | None) -> str:
+    return ("no held-out split (validation on the test set)" if not split else
+            f"data.val_split={split['val_split']} data.split_seed={split['split_seed']}")
+
+
+class SplitStamp(pl.Callback):
+    """Writes the run's held-out split into every checkpoint, so a resume can check it."""
+
+    def __init__(self, split: dict | None):
+        self.split = split
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        checkpoint[SPLIT_KEY] = self.split
+
+
+def check_compatible(ckpt_path: Path, signature: dict, split: dict | None = None) -> int:
+    """Refuse to resume from a checkpoint of another network, or one trained on another held-out
+    split (its training images differ), naming what differs; return the epoch the checkpoint ends."""
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         saved = checkpoint.get(SIGNATURE_KEY)
+        saved_split = checkpoint.get(SPLIT_KEY)
         epoch = int(checkpoint["epoch"])
     except Exception as exc:
         raise DamagedCheckpoint(f"checkpoint {ckpt_path} cannot be read ({type(exc).__name__}: "
@@ -58,6 +76,10 @@ def check_compatible(ckpt_path: Path, signature: dict) -> int:
         raise UserError(f"checkpoint {ckpt_path} holds a different network than the config asks for "
                         f"({'; '.join(diffs)}). Resume without changing the model, or start a new run "
                         f"with the new settings.")
+    if (saved_split or None) != (split or None):
+        raise UserError(f"checkpoint {ckpt_path} was trained with {split_text(saved_split)}, but the config asks "
+                        f"for {split_text(split)}: its training and validation images differ. Resume with the "
+                        f"run's own data.val_split and data.split_seed, or start a new run.")
     return epoch
 
 

@@ -50,7 +50,7 @@ def build_datamodule(cfg: DictConfig, arrays=None) -> CIFAR10DataModule:
             train_subset=d.train_subset, test_subset=d.test_subset, batch_size=d.batch_size,
             eval_batch_size=eval_batch_size(cfg), article_eval_batch_size=d.article_eval_batch_size,
             centring=d.centring, device_resident=d.device_resident, seed=int(cfg.seed),
-            augment=aug, arrays=arrays)
+            augment=aug, arrays=arrays, val_split=d.get("val_split"), split_seed=d.get("split_seed", 0))
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

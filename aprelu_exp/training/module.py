@@ -73,20 +73,24 @@ class APReLUClassifier(pl.LightningModule):
         self._log_epoch("train_acc", acc, n)
         return loss
 
-    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        x, y = batch
-        n = y.shape[0]
-        if dataloader_idx == ARTICLE:
+    def evaluate_batch(self, x: torch.Tensor, y: torch.Tensor, mode: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, accuracy) of one batch in one evaluation mode (STANDARD or ARTICLE)."""
+        if mode == ARTICLE:
             with batchnorm_batch_statistics(self.net):
                 logits = self(x).float()
-            loss = F.cross_entropy(logits, y)
             # The article's val_loss is Keras' total loss, L2 penalty included.
-            self._log_epoch("val_loss_article", loss + self.l2_penalty(), n)
-            self._log_epoch("val_acc_article", (logits.argmax(1) == y).float().mean(), n)
+            loss = F.cross_entropy(logits, y) + self.l2_penalty()
         else:
             logits = self(x).float()
-            self._log_epoch("val_loss", F.cross_entropy(logits, y), n)
-            self._log_epoch("val_acc", (logits.argmax(1) == y).float().mean(), n)
+            loss = F.cross_entropy(logits, y)
+        return loss, (logits.argmax(1) == y).float().mean()
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        x, y = batch
+        loss, acc = self.evaluate_batch(x, y, dataloader_idx)
+        suffix = "_article" if dataloader_idx == ARTICLE else ""
+        self._log_epoch(f"val_loss{suffix}", loss, y.shape[0])
+        self._log_epoch(f"val_acc{suffix}", acc, y.shape[0])
 
     def on_train_start(self) -> None:
         # A resumed run gets its optimizer back from the checkpoint, hyper-parameters included. The
