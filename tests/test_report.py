@@ -31,9 +31,9 @@ def _run_dir(root: Path, name: str, record: str, parent: str, rows: list[str], s
 @pytest.fixture
 def fixture_runs(tmp_path):
     root = tmp_path / "runs"
-    rows_a = ["0,0.1,2.0,2.1,0.30,1.8,0.35,1.9,0.36,10,2,12,500",
-              "1,0.1,1.7,1.8,0.40,1.6,0.45,1.7,0.41,10,2,12,520",
-              "2,0.1,1.5,1.6,0.47,1.55,0.44,1.6,0.49,10,2,12,510"]
+    rows_a = ["1,0.1,2.0,2.1,0.30,1.8,0.35,1.9,0.36,10,2,12,500",
+              "2,0.1,1.7,1.8,0.40,1.6,0.45,1.7,0.41,10,2,12,520",
+              "3,0.1,1.5,1.6,0.47,1.55,0.44,1.6,0.49,10,2,12,510"]
     _run_dir(root, "a_finished", "record_16", "record_15", rows_a, {"status": "finished", "error": None},
              summary=None)
     rows_b = ["0,0.1,2.2,2.3,0.25,2.0,0.28,2.1,0.27,11,2,13,450"]
@@ -56,18 +56,22 @@ def test_report_table_matches_the_metrics_files(fixture_runs, tmp_path):
     table = {r["run"]: r for r in csv.DictReader(open(out / "runs.csv"))}
     a = table["a_finished"]
     assert a["status"] == "finished" and a["epochs"] == "3"
-    assert a["final_val_acc"] == "0.4400" and a["best_val_acc"] == "0.4500 (ep 1)"
-    assert a["final_val_acc_article"] == "0.4900" and a["best_val_acc_article"] == "0.4900 (ep 2)"
-    assert a["final_train_acc"] == "0.4700" and a["train_images_per_s"] == "510.0"
+    # Every number in its own column, as a number; epochs count from 1 (this file's rows do).
+    assert float(a["final_val_acc"]) == 0.44 and float(a["best_val_acc"]) == 0.45 and a["best_val_acc_epoch"] == "2"
+    assert float(a["final_val_acc_article"]) == 0.49 and float(a["best_val_acc_article"]) == 0.49
+    assert a["best_val_acc_article_epoch"] == "3"
+    assert float(a["final_train_acc"]) == 0.47 and float(a["train_images_per_s"]) == 510.0
+    assert a["model.reduction"] == "4"  # one column per overridden key, beside the full string
     assert a["changes_vs_parent"] == "model.reduction: 1 -> 4"  # record_15 has reduction 1
     b = table["b_crashed"]
     assert b["status"] == "failed" and b["error"] == "RuntimeError: boom" and b["epochs"] == "1"
-    assert b["final_val_acc"] == "0.2800"  # the cut-off partial row was ignored
+    assert float(b["final_val_acc"]) == 0.28  # the cut-off partial row was ignored
     assert table["c_running"]["status"] == "running"
     assert table["d_killed"]["status"] == "interrupted"
     md = (out / "report.md").read_text()
     # Runs are named by what tells them apart (here their records; same-record runs add their dir).
     assert "| record_16 (a_finished) | a_finished | record_16 | finished |" in md and "RuntimeError: boom" in md
+    assert "| 0.4500 (ep 2) |" in md and "Validation here is the CIFAR-10 test set" in md
     assert table["b_crashed"]["label"] == "record_15"
     assert "Article vs reproduction" in md
     for png in ("accuracy.png", "loss.png"):
