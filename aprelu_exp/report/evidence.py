@@ -161,6 +161,8 @@ def compare(a: dict[int, float], b: dict[int, float], paired: bool | None = None
             res = stats.ttest_ind(xa, xb, equal_var=False)
             low, high = res.confidence_interval(CONFIDENCE)
             p_value = float(res.pvalue)
+    # A difference of two accuracies lies in [-1, 1]; its interval is clipped there as theirs are to [0, 1].
+    low, high = max(float(low), -1.0), min(float(high), 1.0)
     u = stats.mannwhitneyu(xa, xb, alternative="two-sided").statistic
     p_better = float(u) / (len(xa) * len(xb))
     return {"n_a": n_a, "n_b": n_b, "paired": bool(paired), "diff_mean": diff_mean, "ci_low": float(low),

@@ -320,7 +320,8 @@ def write_rows(rows: list[dict], columns, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, columns, extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        # No number is an empty cell (a notebook reads it as missing), never the string "nan".
+        w.writerows({k: ("" if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows)
 
 
 def _num(v, digits=4) -> str:
@@ -354,7 +355,7 @@ def evidence_markdown(group_rows: list[dict], comparisons: list[dict], notes: li
         columns = [c for c in COMPARISON_COLUMNS if c != "note"]
         parts += ["", "## Comparisons", "",
                   "diff_mean = A - B with its 95 % interval (paired t-test on the per-seed differences "
-                  "where both groups ran the same seeds, else Welch's t-test); p_holm = the p-value Holm-adjusted "
+                  "where both groups ran the same seeds, else Welch's t-test; clipped to [-1, 1]); p_holm = the p-value Holm-adjusted "
                   "over the comparisons of the same metric in this report; p_better = P(a run of A beats a run "
                   f"of B). Verdict: a better when p_holm < 0.05 with A ahead and p_better >= {P_BETTER_THRESHOLD}; "
                   f"b better symmetrically; none with fewer than {MIN_RUNS_FOR_VERDICT} runs in a group or without "
