@@ -245,34 +245,41 @@ def _pyplot():
     return plt
 
 
-def _small_multiples(panels, title: str, n_panels_wide: int):
+def _small_multiples(panels, title: str, columns: int):
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, n_panels_wide, figsize=(4.2 * n_panels_wide + 2.6, 4.0), layout="constrained",
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns + 2.8, 3.6 * rows + 0.5), layout="constrained",
                              squeeze=False)
-    for ax, (_, name, _) in zip(axes[0], panels):
+    for ax, (_, name, _) in zip(axes.flat, panels):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    return plt, fig, axes[0]
+    return plt, fig, list(axes.flat)
 
 
-def _legend(fig, groups, styles_used, test_shown: bool) -> None:
+def _legend(fig, groups, keys: list[tuple[dict, str]]) -> None:
+    """One entry per group (its colour), then the key to the line styles: (Line2D style, words)."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=f"C{i % 10}", lw=2.2, label=f"{g.label} (n={len(g.runs)})")
                for i, g in enumerate(groups)]
-    handles += [Line2D([], [], color="0.3", lw=0.8, alpha=0.6, label="thin: one run"),
-                Line2D([], [], color="0.3", lw=2.2, label="bold: group mean")]
-    names = {"train": "solid: train", "val": "dashed: val_acc / val_loss (running BN)",
-             "article": "dotted: article mode (batch statistics)"}
-    handles += [Line2D([], [], color="0.3", ls=STYLES[k], lw=1.4, label=names[k]) for k in STYLES if k in styles_used]
+    handles += [Line2D([], [], color="0.3", **style, label=words) for style, words in keys]
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False)
+
+
+def _style_keys(panels, test_shown: bool) -> list[tuple[dict, str]]:
+    styles_used = {p[2] for p in panels}
+    names = {"train": "solid: train" + (", the L2 term" if any(p[0] == L2_PENALTY for p in panels) else ""),
+             "val": "dashed: val_acc / val_loss (running BN)", "article": "dotted: article mode (batch statistics)"}
+    keys = [({"lw": 0.8, "alpha": 0.6}, "thin: one run"), ({"lw": 2.2}, "bold: group mean")]
+    keys += [({"ls": STYLES[k], "lw": 1.4}, names[k]) for k in STYLES if k in styles_used]
     if test_shown:
-        handles.append(Line2D([], [], color="0.3", ls="", marker="x", label="x: test set, once at the end"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False)
+        keys.append(({"ls": "", "marker": "x"}, "x: test set, once at the end"))
+    return keys
 
 
 def plot_curves(runs: list[RunInfo], out_dir: Path) -> list[str]:
@@ -282,14 +289,14 @@ def plot_curves(runs: list[RunInfo], out_dir: Path) -> list[str]:
     import numpy as np
 
     groups = group_runs(runs, finished_only=False)
-    figures = {"accuracy.png": ("Accuracy", ACCURACY_PANELS), "loss.png": ("Loss", LOSS_PANELS)}
+    figures = {"accuracy.png": ("Accuracy", ACCURACY_PANELS, 3), "loss.png": ("Loss", LOSS_PANELS, 2)}
     written = []
-    for fname, (what, panels) in figures.items():
+    for fname, (what, panels, columns) in figures.items():
         title = (f"{what} per epoch: {len(runs)} run{'s' if len(runs) != 1 else ''} in {len(groups)} "
                  f"group{'s' if len(groups) != 1 else ''} (runs that differ only in their seed)")
         if what == "Loss":
             title += "; the data loss apart from the L2 term"
-        plt, fig, axes = _small_multiples(panels, title, len(panels))
+        plt, fig, axes = _small_multiples(panels, title, columns)
         test_shown = False
         for ax, (key, _, style) in zip(axes, panels):
             for i, g in enumerate(groups):
@@ -308,8 +315,9 @@ def plot_curves(runs: list[RunInfo], out_dir: Path) -> list[str]:
                     if key in TEST_MARKERS and (run.summary or {}).get("split") and test.get(TEST_MARKERS[key]) is not None:
                         ax.plot([test["epoch"]], [test[TEST_MARKERS[key]]], "x", color=colour, ms=6)
                         test_shown = True
-        axes[0].set_ylabel(what.lower())
-        _legend(fig, groups, {p[2] for p in panels}, test_shown)
+        for ax in axes[::columns]:
+            ax.set_ylabel(what.lower())
+        _legend(fig, groups, _style_keys(panels, test_shown))
         fig.savefig(out_dir / fname, dpi=110)
         plt.close(fig)
         written.append(fname)
@@ -376,7 +384,7 @@ def plot_group_curves(groups, out_dir: Path) -> list[str]:
               ("train_acc", "train_acc: group mean, 95 % t band", "train"))
     runs = sum(len(g.runs) for g in groups)
     plt, fig, axes = _small_multiples(panels, f"Group means per epoch with their 95 % t bands: {runs} finished "
-                                              f"runs in {len(groups)} groups", len(panels))
+                                              f"runs in {len(groups)} groups", 3)
     for ax, (key, _, style) in zip(axes, panels):
         for i, g in enumerate(groups):
             per_epoch: dict[int, list[float]] = {}
@@ -394,7 +402,7 @@ def plot_group_curves(groups, out_dir: Path) -> list[str]:
                 ax.fill_between(epochs, np.array([s["ci_low"] for s in stats], float),
                                 np.array([s["ci_high"] for s in stats], float), color=color, alpha=0.2, lw=0)
     axes[0].set_ylabel("accuracy")
-    _legend(fig, groups, set(), False)
+    _legend(fig, groups, [({"lw": 2.0}, "line: group mean"), ({"lw": 8, "alpha": 0.2}, "band: 95 % t interval, in [0, 1]")])
     fig.savefig(out_dir / "groups_accuracy.png", dpi=110)
     plt.close(fig)
     return ["groups_accuracy.png"]
