@@ -17,7 +17,7 @@ The packages form layers; a module imports only from its own package or from a l
     report                      reports of runs, sweeps and studies; evidence; the article's numbers
     records                     the lineage, promotion and confirmation of records
     train, cli_help             the composition root; the --help text
-    bench, __main__             command-line entry points (each package's __main__ is its own)
+    bench, evaluate, __main__   command-line entry points (each package's __main__ is its own)
 
 A function-level import is kept only to defer a heavy dependency that the importing command may not
 need (optuna, matplotlib, mlflow, scikit-learn; torch where a run directory is only read), with a
@@ -35,5 +35,5 @@ LAYERS = (
     ("aprelu_exp.report",),
     ("aprelu_exp.records",),
     ("aprelu_exp.train", "aprelu_exp.cli_help"),
-    ("aprelu_exp.bench", "aprelu_exp.__main__"),
+    ("aprelu_exp.bench", "aprelu_exp.evaluate", "aprelu_exp.__main__"),
 )

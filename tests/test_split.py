@@ -9,6 +9,7 @@ import torch
 from aprelu_exp.data.datamodule import CIFAR10DataModule
 from aprelu_exp.errors import UserError
 from aprelu_exp.train import train
+from inprocess import run_module
 
 SPLIT = ("data.train_subset=500", "data.test_subset=200", "data.val_split=100", "trainer.max_epochs=1")
 
@@ -73,8 +74,18 @@ def test_a_run_with_a_split_validates_on_training_images_and_tests_once(make_cfg
     assert mean == pytest.approx(cifar.train_images[dm.train_indices].mean(dtype=np.float64) / 255)
     val = _accuracy(net, cifar.train_images[dm.val_indices], cifar.train_labels[dm.val_indices], mean)
     assert summary["final"]["val_acc"] == pytest.approx(val, abs=1e-6)
-    assert test["test_acc"] == pytest.approx(_accuracy(net, cifar.test_images[:200], cifar.test_labels[:200], mean),
-                                             abs=1e-6)
+    plain_test = _accuracy(net, cifar.test_images[:200], cifar.test_labels[:200], mean)
+    assert test["test_acc"] == pytest.approx(plain_test, abs=1e-6)
+    # `evaluate` of the same checkpoint, through the command: the same test numbers, kept beside the run.
+    out = run_module("aprelu_exp.evaluate", [run, "--checkpoint", "last"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "last.ckpt (epoch 1) on 200 test images: test_acc " in out.stdout
+    again = json.loads((run / "test_last.json").read_text())
+    for key in ("test_acc", "test_acc_article", "test_loss", "test_loss_article"):
+        assert again[key] == pytest.approx(test[key], abs=1e-6), key
+    assert again["test_acc"] == pytest.approx(plain_test, abs=1e-6)
+    bad = run_module("aprelu_exp.evaluate", [run / "nope"])
+    assert bad.returncode == 2 and "no config.yaml there" in bad.stderr
     # TensorBoard's x-axis is the epoch, from 1, for the epoch's metrics and the test metrics alike.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
