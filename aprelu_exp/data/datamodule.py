@@ -145,12 +145,12 @@ class CIFAR10DataModule(pl.LightningDataModule):
         a = self.arrays if self.arrays is not None else load_cifar10(self.root, self.download, self.verify_digests)
         ntr = len(a.train_labels) if self.train_subset is None else min(int(self.train_subset), len(a.train_labels))
         nte = len(a.test_labels) if self.test_subset is None else min(int(self.test_subset), len(a.test_labels))
-        self._train_indices = np.arange(ntr)
-        self._val_indices = np.arange(0)
+        self._train_indices, self._val_indices = np.arange(ntr), np.arange(0)
+        self.train_x, self.train_y = a.train_images[:ntr], a.train_labels[:ntr]  # views, no copy
         if self.val_split is not None:
             self._train_indices, self._val_indices = stratified_split(a.train_labels[:ntr], self.val_split,
                                                                       self.split_seed)
-        self.train_x, self.train_y = a.train_images[self._train_indices], a.train_labels[self._train_indices]
+            self.train_x, self.train_y = a.train_images[self._train_indices], a.train_labels[self._train_indices]
         self.val_x, self.val_y = a.train_images[self._val_indices], a.train_labels[self._val_indices]
         self.test_x, self.test_y = a.test_images[:nte], a.test_labels[:nte]
         self.digests = dict(a.digests)

@@ -108,6 +108,13 @@ class EpochRecorder(pl.Callback):
         if not trainer.sanity_checking:
             self._t_val = time.perf_counter()
 
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._t_val_end = time.perf_counter()
+            if trainer.loggers:
+                # A logged `step` is the loggers' x-axis (Lightning's rule): the epoch, from 1.
+                pl_module.log("step", float(trainer.current_epoch + 1), on_step=False, on_epoch=True)
+
     def on_train_epoch_end(self, trainer, pl_module):
         now = time.perf_counter()
         self._check_finite(trainer, trainer.num_training_batches - 1, self._last_loss)
@@ -131,11 +138,4 @@ class EpochRecorder(pl.Callback):
         if trainer.loggers:  # the timings, which only this callback measures, to every logger too
             extra = {c: float(row[c]) for c in (*TIME_COLUMNS, L2_PENALTY) if row[c] is not None}
             pl_module.log_dict({**extra, "step": float(row["epoch"])}, on_step=False, on_epoch=True)
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if not trainer.sanity_checking:
-            self._t_val_end = time.perf_counter()
-            if trainer.loggers:
-                # A logged `step` is the loggers' x-axis (Lightning's rule): the epoch, from 1.
-                pl_module.log("step", float(trainer.current_epoch + 1), on_step=False, on_epoch=True)
 
