@@ -23,7 +23,7 @@ The packages form layers; a module imports only from its own package or from a l
     records                     the lineage, promotion and confirmation of records
     train, cli_help             the composition root; the --help text
     job                         one job of the main command: train, and how a run ends
-    bench, __main__             command-line entry points (each package's __main__ is its own); the
+    bench, evaluate, __main__   command-line entry points (each package's __main__ is its own); the
                                 main command defers `job` so that help and completion need no torch
 
 A function-level import is kept only to defer a heavy dependency that the importing command may not
@@ -44,5 +44,5 @@ LAYERS = (
     ("aprelu_exp.records",),
     ("aprelu_exp.train", "aprelu_exp.cli_help"),
     ("aprelu_exp.job",),
-    ("aprelu_exp.bench", "aprelu_exp.__main__"),
+    ("aprelu_exp.bench", "aprelu_exp.evaluate", "aprelu_exp.__main__"),
 )

@@ -14,11 +14,12 @@ from aprelu_exp.data.cifar10 import DataError
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs import lifecycle
 from aprelu_exp.runs.callbacks import EpochRecorder
-from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, network_signature
+from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, SplitStamp, network_signature
 from aprelu_exp.console.noise import quiet_third_party
 from aprelu_exp.console.progress import run_progress
 from aprelu_exp.runs.resume import resume_checkpoint
 from aprelu_exp.training.build import build_datamodule, build_module, build_net, preflight
+from aprelu_exp.training.evaluation import TestSetEvaluation
 from aprelu_exp.training.precision import perf_switches
 
 
@@ -42,7 +43,7 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     resume_ckpt = resume_epoch = None
     if cfg.get("resume"):
         resume_ckpt, resume_epoch = resume_checkpoint(Path(cfg.resume), signature, net.state_dict(),
-                                                      str(cfg.get("resume_from") or "last"))
+                                                      str(cfg.get("resume_from") or "last"), dm.split())
     try:
         dm.prepare()
     except DataError as exc:
@@ -58,7 +59,8 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
         module.network_signature = signature
         facts = {"record": OmegaConf.to_container(cfg.record), "schedule": plan.as_dict(),
                  "seed": int(cfg.seed), "run_dir": str(run_dir), "num_train": dm.num_train,
-                 "num_test": len(dm.test_y), "data_digests": dm.digests,
+                 "num_test": len(dm.test_y), "split": dm.split(), "num_val": len(dm.val_y),
+                 "data_digests": dm.digests,
                  "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad), "perf": perf}
         if cfg.trial.get("number") is not None:
             facts["trial"] = {k: cfg.trial[k] for k in ("study", "storage", "number", "metric")}
@@ -70,7 +72,9 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
             # epoch whose metrics row is missing.
             save_on_train_epoch_end=True)
         # The configured callbacks (a search's trial reporter) read the row the recorder has just written.
-        callbacks = [lifecycle.stop_on_signal(run_dir), recorder, *configured, record, checkpoints]
+        # The test set's metrics land in `facts` before RunRecord writes them into summary.json.
+        callbacks = [lifecycle.stop_on_signal(run_dir), recorder, *configured,
+                     TestSetEvaluation(dm, facts, recorder), record, SplitStamp(dm.split()), checkpoints]
         progress = None
         if cfg.trainer.get("enable_progress_bar", True):
             progress = run_progress(plan.max_epochs, recorder, cfg.get("progress_refresh_rate", 10))
@@ -82,6 +86,6 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
                               enable_progress_bar=isinstance(progress, TQDMProgressBar),
                               use_distributed_sampler=False)
         if resume_ckpt is not None:
-            recorder.load_existing(up_to_epoch=resume_epoch + 1)
+            recorder.load_existing(up_to_epoch=resume_epoch + 1)  # the checkpoint's epoch counts from 0
         lifecycle.fit(trainer, module, dm, resume_ckpt)
         return record.summary

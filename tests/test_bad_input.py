@@ -60,6 +60,13 @@ CASES = [
     (["augment.fill_mode=wrap"], 2, "augment.fill_mode must be"),
     (["data.train_subset=0"], 2, "data.train_subset=0"),
     (["resume=/nonexistent/run"], 2, "resume=/nonexistent/run"),
+    (["data.val_split=0"], 2, "data.val_split=0 must be a positive number"),
+    (["data.val_split=-100"], 2, "data.val_split=-100 must be a positive number"),
+    (["data.val_split=150"], 2, "must be a multiple of data.article_eval_batch_size=100"),
+    (["data.val_split=200"], 2, "data.val_split=200 leaves no training image (the run uses 200)"),
+    # 30 images hold one of class 0: its share of 20 empties it (a batch of 10 allows the 20).
+    (["data.train_subset=30", "data.article_eval_batch_size=10", "data.val_split=20"], 2,
+     "would leave class 0 without a training image"),
     ("missing", 2, "data_batch_2.bin is missing"),
     ("truncated", 2, "data_batch_2.bin has 15365000 bytes"),
     ("altered", 2, "data_batch_2.bin has SHA-256"),

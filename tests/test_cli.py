@@ -42,7 +42,7 @@ def test_end_to_end_run_on_a_real_subset(cli_env, tmp_path):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     rows = list(csv.DictReader(open(run / "metrics.csv")))
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [r["epoch"] for r in rows] == ["1", "2"]
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     for key in ("val_acc", "val_acc_article"):
         assert float(rows[1][key]) > 0.2, key  # chance is 0.1

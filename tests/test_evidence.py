@@ -9,7 +9,8 @@ import torch
 from scipy import stats
 
 from aprelu_exp.errors import UserError
-from aprelu_exp.report.evidence import (COMPARISON_COLUMNS, GROUP_COLUMNS, compare, mean_interval, verdict)
+from aprelu_exp.report.evidence import (COMPARISON_COLUMNS, GROUP_COLUMNS, compare, comparison_rows, holm,
+                                        mean_interval, verdict)
 from inprocess import run_cli, run_module
 
 
@@ -55,11 +56,86 @@ def test_unpaired_comparison_is_welchs_and_ties_count_half():
     assert compare({0: 1.0, 1: 2.0, 2: 3.0}, {0: 2.0, 1: 2.0, 2: 2.0})["p_better"] == pytest.approx(0.5)
 
 
-def test_verdict_needs_both_an_interval_clear_of_zero_and_a_large_p_better():
-    assert verdict(0.01, 0.05, 0.9, 3) == "a better"
-    assert verdict(0.01, 0.05, 0.6, 3) == "no detectable difference (n=3)"
-    assert verdict(-0.01, 0.05, 1.0, 3) == "no detectable difference (n=3)"
-    assert verdict(-0.05, -0.01, 0.1, 5) == "b better"
+def test_verdict_needs_both_a_detectable_difference_and_a_large_p_better():
+    # (difference A - B, its adjusted p-value, P(A > B), the smaller group's n)
+    assert verdict(0.03, 0.01, 0.9, 3) == "a better"
+    assert verdict(0.03, 0.01, 0.6, 3) == "no detectable difference (n=3)"
+    assert verdict(0.03, 0.06, 1.0, 3) == "no detectable difference (n=3)"
+    assert verdict(-0.03, 0.01, 0.1, 5) == "b better"
+    assert verdict(0.03, 0.001, 1.0, 2) == "no verdict (n=2 < 3 runs per group)"
+    assert verdict(0.03, math.nan, 1.0, 3) == "no verdict (no spread)"
+
+
+def test_accuracy_intervals_stay_inside_0_and_1_at_small_n():
+    # scipy's t interval at n=2 leaves [0, 1] (0.373 .. 1.517 and -0.331 .. 0.431); clipped to it.
+    for values in ([0.90, 0.99], [0.02, 0.08]):
+        low, high = stats.t.interval(0.95, 1, loc=np.mean(values), scale=stats.sem(values))
+        out = mean_interval(values)
+        assert (out["ci_low"], out["ci_high"]) == pytest.approx((max(low, 0.0), min(high, 1.0)))
+        assert 0.0 <= out["ci_low"] <= out["ci_high"] <= 1.0
+        assert "not informative" in out["note"] and "replicates=3" in out["note"]
+    assert mean_interval([0.90, 0.99])["ci_high"] == 1.0 and mean_interval([0.02, 0.08])["ci_low"] == 0.0
+    # Three equal values: no zero-width interval, but the words.
+    same = mean_interval([0.5, 0.5, 0.5])
+    assert math.isnan(same["ci_low"]) and math.isnan(same["ci_high"]) and same["note"] == "no spread in 3 runs"
+    assert mean_interval([0.5, 0.6, 0.7])["note"] == ""
+
+
+def test_holm_adjustment_by_hand():
+    # m = 4: sorted 0.01, 0.03, 0.04, 0.20 -> 4 x 0.01 = 0.04; 3 x 0.03 = 0.09; 2 x 0.04 = 0.08, raised to
+    # 0.09 (monotone); 1 x 0.20 = 0.20. Back in the given order:
+    assert holm([0.01, 0.04, 0.03, 0.20]) == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    # capped at 1, a NaN (no test) left out of m: m = 2 -> 2 x 0.3 = 0.6, then max(0.6, 0.7) = 0.7
+    out = holm([0.7, math.nan, 0.3])
+    assert out[0] == pytest.approx(0.7) and math.isnan(out[1]) and out[2] == pytest.approx(0.6)
+    assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([0.02]) == [0.02]
+
+
+def _group(label, values):
+    from aprelu_exp.report.evidence import Group
+
+    g = Group(label=label, key=(label,))
+    g.runs = [type("Run", (), {"summary": {"seed": s, "final": {"val_acc": v}}, "config": None})()
+              for s, v in values.items()]
+    return g
+
+
+def test_a_report_family_is_holm_adjusted_and_ties_are_marked():
+    # Four groups, six paired comparisons of final_val_acc. Raw p (scipy's ttest_rel): a-b 0.015268,
+    # a-c 0.000126, a-d 0.084954, b-c 0.012666, b-d 0.785166, c-d 0.042927. Holm by hand: sorted,
+    # times 6, 5, 4, 3, 2, 1 and kept monotone: a-c 0.000757, b-c 0.063332, a-b max(0.061072, 0.063332),
+    # c-d 0.128780, a-d 0.169908, b-d 0.785166.
+    a = _group("a", {0: 0.60, 1: 0.70, 2: 0.80})
+    b = _group("b", {0: 0.50, 1: 0.55, 2: 0.65})
+    c = _group("c", {0: 0.30, 1: 0.41, 2: 0.50})
+    d = _group("d", {0: 0.52, 1: 0.61, 2: 0.60})
+    rows, _ = comparison_rows([a, b, c, d], metrics=("final_val_acc",))
+    by_pair = {(r["a"], r["b"]): r for r in rows}
+    for pair, x, y in ((("a", "b"), a, b), (("c", "d"), c, d)):
+        ref = stats.ttest_rel(list(x.values("final_val_acc").values()), list(y.values("final_val_acc").values()))
+        assert by_pair[pair]["p_value"] == pytest.approx(ref.pvalue)
+    expected = {("a", "c"): 0.000757, ("b", "c"): 0.063332, ("a", "b"): 0.063332, ("c", "d"): 0.128780,
+                ("a", "d"): 0.169908, ("b", "d"): 0.785166}
+    assert {k: r["p_holm"] for k, r in by_pair.items()} == pytest.approx(expected, abs=2e-6)
+    # a vs b alone would read "a better" (raw p 0.015, every run of a ahead); in this family it is not.
+    assert compare(a.values("final_val_acc"), b.values("final_val_acc"))["verdict"] == "a better"
+    assert by_pair[("a", "b")]["verdict"] == "no detectable difference (n=3)"
+    assert by_pair[("a", "c")]["verdict"] == "a better"
+    # Ties: a group without spread is marked; two without spread get no test and no verdict.
+    flat = _group("flat", {0: 0.5, 1: 0.5, 2: 0.5})
+    flat2 = _group("flat2", {0: 0.4, 1: 0.4, 2: 0.4})
+    rows, _ = comparison_rows([flat, b], metrics=("final_val_acc",))
+    assert "no spread in A (3 runs)" in rows[0]["note"] and math.isfinite(rows[0]["p_value"])
+    rows, _ = comparison_rows([flat, flat2], metrics=("final_val_acc",))
+    assert math.isnan(rows[0]["p_value"]) and rows[0]["verdict"] == "no verdict (no spread)"
+    assert "no spread in the 3 paired differences" in rows[0]["note"]
+    # Two groups of two: intervals inside [0, 1], a note by each group, never "better".
+    big = _group("big", {0: 0.95, 1: 0.99})
+    small = _group("small", {0: 0.02, 1: 0.08})
+    rows, notes = comparison_rows([big, small], metrics=("final_val_acc",), strict=False)
+    assert rows[0]["verdict"] == "no verdict (n=2 < 3 runs per group)"
+    assert len(notes) == 2 and all("2 runs: its intervals are not informative" in n for n in notes)
 
 
 def test_comparisons_refuse_too_few_runs_and_unpairable_seeds():

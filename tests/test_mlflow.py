@@ -44,7 +44,11 @@ def test_a_run_lands_in_the_embedded_store_with_params_metrics_tags_and_files(ma
     import csv
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     for key in ("val_acc_article", "val_acc", "train_loss_keras", "train_images_per_s", "lr"):
-        assert _history(client, run, key) == [(0, pytest.approx(float(rows[0][key]), rel=1e-6))], key
+        assert _history(client, run, key) == [(1, pytest.approx(float(rows[0][key]), rel=1e-6))], key
+    import json
+    test = json.loads((run_dir / "summary.json").read_text())["test"]
+    for key in ("test_acc", "test_acc_article", "test_loss", "test_loss_article"):
+        assert _history(client, run, key) == [(1, pytest.approx(test[key], rel=1e-6))], key
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "summary.json", "metrics.csv"} <= files
 
@@ -54,7 +58,7 @@ def test_a_run_lands_in_the_embedded_store_with_params_metrics_tags_and_files(ma
     client, runs = _runs(uri)
     (again,) = runs
     assert again.info.run_id == run.info.run_id
-    assert [s for s, _ in _history(client, again, "val_acc_article")] == [0, 1]
+    assert [s for s, _ in _history(client, again, "val_acc_article")] == [1, 2]
     assert again.data.tags["status"] == "finished"
 
 

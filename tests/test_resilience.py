@@ -92,7 +92,7 @@ def test_stopped_mid_epoch_then_continued_equals_uninterrupted(cli_env, tmp_path
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 0
     if signum != signal.SIGKILL:
         assert proc.returncode == 128 + signum
-        assert signal.Signals(signum).name in status["error"] and "during epoch 1" in status["error"]
+        assert signal.Signals(signum).name in status["error"] and "during epoch 2" in status["error"]
         assert f"python -m aprelu_exp resume={run}" in err
         assert not (run / "run.lock").exists()
 
@@ -172,7 +172,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(cli_en
     assert out.returncode != 0
     status = read_status(run)
     assert status["status"] == "failed"
-    assert re.search(r"train_loss became (nan|inf|-inf) in epoch 1", status["error"]), status["error"]
+    assert re.search(r"train_loss became (nan|inf|-inf) in epoch 2", status["error"]), status["error"]
     kept = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert kept["epoch"] == 0
     for k, v in kept["state_dict"].items():

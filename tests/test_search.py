@@ -242,7 +242,7 @@ def test_a_pruned_trial_reads_pruned_everywhere(tmp_path, cli_env):
     by_lr = {t.params["optim.lr"]: t for t in study.trials}
     assert len(study.trials) == 2  # the grid's two points, though five trials were allowed
     pruned, kept = by_lr[0.001], by_lr[0.1]
-    assert pruned.state == TrialState.PRUNED and pruned.intermediate_values == {0: 0.001}
+    assert pruned.state == TrialState.PRUNED and pruned.intermediate_values == {1: 0.001}
     assert kept.state == TrialState.COMPLETE and kept.value == 0.1
     run = Path(pruned.user_attrs["run_dir"])
     status = json.loads((run / "status.json").read_text())

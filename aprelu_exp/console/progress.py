@@ -99,7 +99,7 @@ class EpochLines(pl.Callback):
         if not trainer.is_global_zero or not self.recorder.rows:
             return
         row = self.recorder.rows[-1]
-        done = int(row["epoch"]) + 1
+        done = int(row["epoch"])
         left = self.clock.left(done)
         parts = [f"epoch {done}/{self.clock.total}", *_last_row_text(self.recorder),
                  f"epoch {row['epoch_time_s']:.0f} s", f"elapsed {duration(self.clock.elapsed())}"]

@@ -20,8 +20,9 @@ from aprelu_exp.runs.rundir import git_commit, recorded_path, unique_suffix, wri
 from aprelu_exp.settings import is_setting_override
 
 # What a confirmation fixes about the runs, as keys of a search's resolved trial settings.
-SETTING_KEYS = ("budget", "trainer.max_epochs", "data.train_subset", "data.test_subset", "perf.precision",
-                "perf.compile")
+# A confirmation judges on the search's own held-out split (data.val_split), never on the test set.
+SETTING_KEYS = ("budget", "trainer.max_epochs", "data.train_subset", "data.test_subset", "data.val_split",
+                "data.split_seed", "perf.precision", "perf.compile")
 
 
 class NotConfirmed(UserError):

@@ -38,7 +38,8 @@ def report(args) -> None:
     print(f"{result['runs']} run(s) -> {args.out}/: {', '.join(result['files'])}")
     for row in result["comparisons"]:
         print(f"{row['a']} vs {row['b']}, {row['metric']}: {row['diff_mean']:+.4f} "
-              f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], P(A>B) {row['p_better']:.2f}: {row['verdict']}")
+              f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], p {row['p_value']:.3f} (Holm {row['p_holm']:.3f}), "
+              f"P(A>B) {row['p_better']:.2f}: {row['verdict']}")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from aprelu_exp import metrics
+from aprelu_exp.metrics import COLUMNS, CURVES, L2_PENALTY, TIMINGS
 from aprelu_exp.runs.rundir import METRICS_FILE, atomic_file, launched_as_global_zero, read_metrics_rows
 
-METRIC_COLUMNS, TIME_COLUMNS, COLUMNS = metrics.CURVES, metrics.TIMINGS, metrics.COLUMNS
+METRIC_COLUMNS, TIME_COLUMNS = CURVES, TIMINGS
 NONFINITE_CHECK_EVERY = 25  # steps between reads of the non-finite flag on a GPU
 
 
@@ -31,7 +31,8 @@ def _cell(v) -> str:
 
 class EpochRecorder(pl.Callback):
     """One metrics.csv row per finished epoch (train + both validation modes), written before the
-    epoch's checkpoint, so no checkpoint ever covers an epoch without its row."""
+    epoch's checkpoint, so no checkpoint ever covers an epoch without its row. Epochs count from 1,
+    here and on every logger's axis (the `step` logged with each epoch's metrics)."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / METRICS_FILE
@@ -43,11 +44,12 @@ class EpochRecorder(pl.Callback):
 
     # -- resume -----------------------------------------------------------------------------------
     def load_existing(self, up_to_epoch: int) -> None:
-        """Keep the rows of epochs the checkpoint covers; a row of an epoch whose checkpoint was
-        never written (killed in between) is dropped, since that epoch is trained again."""
+        """Keep the rows of the epochs the checkpoint covers (1 .. up_to_epoch); a row of an epoch
+        whose checkpoint was never written (killed in between) is dropped, since that epoch is
+        trained again."""
         if not self.path.exists():
             return
-        kept = [r for r in read_metrics_rows(self.path.parent) if int(r["epoch"]) < up_to_epoch]
+        kept = [r for r in read_metrics_rows(self.path.parent) if int(r["epoch"]) <= up_to_epoch]
         self.rows = [{k: (int(v) if k == "epoch" else (float(v) if v != "" else None)) for k, v in r.items()}
                      for r in kept]
         if launched_as_global_zero():
@@ -95,7 +97,7 @@ class EpochRecorder(pl.Callback):
         value = float(loss)
         raise NonFiniteLossError(
             f"train_loss became {value if not math.isfinite(value) else 'nan'} in epoch "
-            f"{trainer.current_epoch} (by step {batch_idx}); the run stopped and checkpoints/last.ckpt "
+            f"{trainer.current_epoch + 1} (by step {batch_idx}); the run stopped and checkpoints/last.ckpt "
             f"keeps the last good epoch. Lower optim.lr or check the data, then start again or resume "
             f"from that checkpoint.")
 
@@ -106,15 +108,22 @@ class EpochRecorder(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             self._t_val_end = time.perf_counter()
+            if trainer.loggers:
+                # A logged `step` is the loggers' x-axis (Lightning's rule): the epoch, from 1.
+                pl_module.log("step", float(trainer.current_epoch + 1), on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self, trainer, pl_module):
         now = time.perf_counter()
         self._check_finite(trainer, trainer.num_training_batches - 1, self._last_loss)
         metrics = trainer.callback_metrics
-        row: dict = {"epoch": trainer.current_epoch, "lr": self._lr}
+        row: dict = {"epoch": trainer.current_epoch + 1, "lr": self._lr}
         for key in METRIC_COLUMNS[2:]:
             v = metrics.get(key)
             row[key] = float(v.item() if isinstance(v, torch.Tensor) else v) if v is not None else None
+        # The weights are the ones validation has just judged: the article's val_loss_article
+        # holds this penalty, and val_loss_article - l2_penalty is its data loss.
+        penalty = getattr(pl_module, "l2_penalty", None)
+        row[L2_PENALTY] = float(penalty()) if callable(penalty) else None
         train_end = self._t_val or now
         row["train_time_s"] = train_end - self._t0
         row["eval_time_s"] = (self._t_val_end - self._t_val) if self._t_val and self._t_val_end else 0.0
@@ -124,5 +133,6 @@ class EpochRecorder(pl.Callback):
         if trainer.is_global_zero:
             self._append(row)
         if trainer.loggers:  # the timings, which only this callback measures, to every logger too
-            pl_module.log_dict({c: float(row[c]) for c in TIME_COLUMNS}, on_step=False, on_epoch=True)
+            extra = {c: float(row[c]) for c in (*TIME_COLUMNS, L2_PENALTY) if row[c] is not None}
+            pl_module.log_dict({**extra, "step": float(row["epoch"])}, on_step=False, on_epoch=True)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
@@ -12,6 +13,7 @@ from aprelu_exp.runs.rundir import atomic_file
 
 SIGNATURE_KEY = "aprelu_network_signature"
 NET_PREFIX = "net."  # the Lightning module's attribute that holds the network
+SPLIT_KEY = "aprelu_data_split"  # the held-out validation split trained with (absent or None: none)
 
 
 class DamagedCheckpoint(UserError):
@@ -41,14 +43,31 @@ def _flat(sig: dict) -> dict:
     return out
 
 
-def check_compatible(ckpt_path: Path, signature: dict, net_state: dict) -> int:
-    """Refuse to resume from a checkpoint of another network, naming every differing key; return
-    the epoch the checkpoint ends. Which settings are architecture is derived, not listed: the
-    checkpoint fits where its network's tensors have the names and shapes of the network that the
-    config builds (``net_state``); a setting that shapes nothing (bn_eps, l2) may change."""
+def split_text(split: dict | None) -> str:
+    return ("no held-out split (validation on the test set)" if not split else
+            f"data.val_split={split['val_split']} data.split_seed={split['split_seed']}")
+
+
+class SplitStamp(pl.Callback):
+    """Writes the run's held-out split into every checkpoint, so a resume can check it."""
+
+    def __init__(self, split: dict | None):
+        self.split = split
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        checkpoint[SPLIT_KEY] = self.split
+
+
+def check_compatible(ckpt_path: Path, signature: dict, net_state: dict, split: dict | None = None) -> int:
+    """Refuse to resume from a checkpoint of another network, or one trained on another held-out
+    split (its training images differ), naming what differs; return the epoch the checkpoint ends.
+    Which settings are architecture is derived, not listed: the checkpoint fits where its network's
+    tensors have the names and shapes of the network that the config builds (``net_state``); a
+    setting that shapes nothing (bn_eps, l2) may change."""
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         saved = checkpoint.get(SIGNATURE_KEY)
+        saved_split = checkpoint.get(SPLIT_KEY)
         epoch = int(checkpoint["epoch"])
         saved_shapes = tensor_shapes(checkpoint["state_dict"], NET_PREFIX)
     except Exception as exc:
@@ -59,16 +78,21 @@ def check_compatible(ckpt_path: Path, signature: dict, net_state: dict) -> int:
         raise UserError(f"checkpoint {ckpt_path} does not say which network it holds (not written by "
                         f"aprelu_exp); start a new run instead of resuming from it.")
     shapes = tensor_shapes(net_state)
-    if saved_shapes == shapes and saved.get("activation") == signature.get("activation"):
-        return epoch
-    a, b = _flat(saved), _flat(signature)
-    diffs = [f"{k}: checkpoint {a.get(k)} vs config {b.get(k)}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
-    if not diffs:
-        changed = sorted(set(saved_shapes) ^ set(shapes)) or [k for k in shapes if saved_shapes.get(k) != shapes[k]]
-        diffs = [f"the tensor net.{changed[0]} differs ({len(changed)} tensors in all)"]
-    raise UserError(f"checkpoint {ckpt_path} holds a different network than the config asks for "
-                    f"({'; '.join(diffs)}). Resume without changing the model, or start a new run "
-                    f"with the new settings.")
+    if saved_shapes != shapes or saved.get("activation") != signature.get("activation"):
+        a, b = _flat(saved), _flat(signature)
+        diffs = [f"{k}: checkpoint {a.get(k)} vs config {b.get(k)}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+        if not diffs:
+            changed = (sorted(set(saved_shapes) ^ set(shapes))
+                       or [k for k in shapes if saved_shapes.get(k) != shapes[k]])
+            diffs = [f"the tensor net.{changed[0]} differs ({len(changed)} tensors in all)"]
+        raise UserError(f"checkpoint {ckpt_path} holds a different network than the config asks for "
+                        f"({'; '.join(diffs)}). Resume without changing the model, or start a new run "
+                        f"with the new settings.")
+    if (saved_split or None) != (split or None):
+        raise UserError(f"checkpoint {ckpt_path} was trained with {split_text(saved_split)}, but the config asks "
+                        f"for {split_text(split)}: its training and validation images differ. Resume with the "
+                        f"run's own data.val_split and data.split_seed, or start a new run.")
+    return epoch
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

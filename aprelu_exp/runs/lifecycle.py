@@ -87,7 +87,7 @@ class RunRecord(pl.Callback):
             # Lightning turns SIGTERM into SIGTERMException at a batch boundary; Ctrl-C arrives as
             # RunInterrupted (never KeyboardInterrupt, which Lightning would turn into exit status 1).
             kept = self.recorder.rows[-1]["epoch"] if self.recorder.rows else None
-            note = (f"{signal_name(received_signal(trainer, exception))} during epoch {trainer.current_epoch}; "
+            note = (f"{signal_name(received_signal(trainer, exception))} during epoch {trainer.current_epoch + 1}; "
                     f"checkpoints/last.ckpt holds "
                     + (f"epoch {kept}, the last completed" if kept is not None else "no epoch yet"))
             self._finish(trainer, "interrupted", note)

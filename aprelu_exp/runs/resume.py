@@ -39,9 +39,10 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
     return merged, run_dir
 
 
-def resume_checkpoint(run_dir: Path, signature: dict, net_state: dict, which: str = "last") -> tuple[Path, int]:
-    """(checkpoint path, its last completed epoch); refused when missing, damaged or from another
-    network, with the way on where there is one."""
+def resume_checkpoint(run_dir: Path, signature: dict, net_state: dict, which: str = "last",
+                      split: dict | None = None) -> tuple[Path, int]:
+    """(checkpoint path, its last completed epoch); refused when missing, damaged, from another
+    network or another held-out split, with the way on where there is one."""
     if which not in RESUME_FROM:
         raise UserError(f"resume_from={which!r}: use last (the last completed epoch) or best (best.ckpt).")
     path = run_dir / "checkpoints" / f"{which}.ckpt"
@@ -49,7 +50,7 @@ def resume_checkpoint(run_dir: Path, signature: dict, net_state: dict, which: st
         raise UserError(f"resume={run_dir}: no checkpoints/{which}.ckpt there. Give the directory of "
                         f"a run that finished at least one epoch.")
     try:
-        return path, check_compatible(path, signature, net_state)
+        return path, check_compatible(path, signature, net_state, split)
     except DamagedCheckpoint as exc:
         best = run_dir / "checkpoints" / "best.ckpt"
         offer = (f" checkpoints/best.ckpt is there: resume from it with "

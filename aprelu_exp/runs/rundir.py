@@ -84,7 +84,11 @@ def read_metrics_rows(run_dir: Path) -> list[dict]:
     if not f.exists():
         return []
     with open(f, newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r.get("epoch") not in (None, "") and None not in r.values()]
+        rows = [r for r in csv.DictReader(fh) if r.get("epoch") not in (None, "") and None not in r.values()]
+    if rows and rows[0]["epoch"] == "0":  # written before epochs counted from 1 (no run starts at 0 now)
+        for r in rows:
+            r["epoch"] = str(int(r["epoch"]) + 1)
+    return rows
 
 
 def find_config(run_dir: Path) -> Path | None:

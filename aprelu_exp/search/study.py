@@ -186,6 +186,6 @@ class SearchStudy:
     def trial_settings(self) -> dict:
         """What every trial shares and what its cost depends on, as resolved (a search config's
         budget or subset does not show in the command line's overrides)."""
-        keys = ("budget", "trainer.max_epochs", "data.train_subset", "data.test_subset", "perf.precision",
-                "perf.compile", "seed")
+        keys = ("budget", "trainer.max_epochs", "data.train_subset", "data.test_subset", "data.val_split",
+                "data.split_seed", "perf.precision", "perf.compile", "seed")
         return {"record": self.record, **{k: OmegaConf.select(self.config, k) for k in keys}}

@@ -80,7 +80,7 @@ class TrialReporter(EndsRunEarly):
         self.trial.report(float(value), step=int(row["epoch"]))
         if not ask_pruner or not self.trial.should_prune():
             return None
-        note = (f"pruned by {type(self.study.pruner).__name__} after epoch {int(row['epoch']) + 1} "
+        note = (f"pruned by {type(self.study.pruner).__name__} after epoch {int(row['epoch'])} "
                 f"({self.metric} {float(value):.4f}), trial {self.number} of study {self.study_name}")
         log.info("%s", note)
         return note

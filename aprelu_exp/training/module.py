@@ -79,20 +79,24 @@ class APReLUClassifier(pl.LightningModule):
         self._log_epoch(m.TRAIN_ACC, acc, n)
         return loss
 
-    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        x, y = batch
-        n = y.shape[0]
-        if dataloader_idx == ARTICLE:
+    def evaluate_batch(self, x: torch.Tensor, y: torch.Tensor, mode: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, accuracy) of one batch in one evaluation mode (STANDARD or ARTICLE)."""
+        if mode == ARTICLE:
             with batchnorm_batch_statistics(self.net):
                 logits = self(x).float()
-            loss = F.cross_entropy(logits, y)
             # The article's val_loss is Keras' total loss, L2 penalty included.
-            self._log_epoch(m.VAL_LOSS_ARTICLE, loss + self.l2_penalty(), n)
-            self._log_epoch(m.VAL_ACC_ARTICLE, (logits.argmax(1) == y).float().mean(), n)
+            loss = F.cross_entropy(logits, y) + self.l2_penalty()
         else:
             logits = self(x).float()
-            self._log_epoch(m.VAL_LOSS, F.cross_entropy(logits, y), n)
-            self._log_epoch(m.VAL_ACC, (logits.argmax(1) == y).float().mean(), n)
+            loss = F.cross_entropy(logits, y)
+        return loss, (logits.argmax(1) == y).float().mean()
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        x, y = batch
+        loss, acc = self.evaluate_batch(x, y, dataloader_idx)
+        article = dataloader_idx == ARTICLE
+        self._log_epoch(m.VAL_LOSS_ARTICLE if article else m.VAL_LOSS, loss, y.shape[0])
+        self._log_epoch(m.VAL_ACC_ARTICLE if article else m.VAL_ACC, acc, y.shape[0])
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # Keras adds l2 * sum(w^2) to the loss: a gradient of 2 * l2 * w on exactly the regularised

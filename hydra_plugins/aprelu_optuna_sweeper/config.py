@@ -43,10 +43,10 @@ SAMPLERS = {
     "random": {"_target_": "optuna.samplers.RandomSampler", "seed": 0},
     "grid": {"_target_": "optuna.samplers.GridSampler", "seed": 0},  # discrete dimensions only
 }
-# Pruners: a step is an epoch. Median by default; successive halving and Hyperband as options;
+# Pruners: a step is an epoch, counted from 1 (the median pruner judges from the second on). Median by default; successive halving and Hyperband as options;
 # threshold stops any trial whose objective is outside [lower, upper].
 PRUNERS = {
-    "median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2, "n_warmup_steps": 1},
+    "median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2, "n_warmup_steps": 2},
     "halving": {"_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 1, "reduction_factor": 3},
     "hyperband": {"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1, "reduction_factor": 3},
     "threshold": {"_target_": "optuna.pruners.ThresholdPruner", "lower": None, "upper": None,

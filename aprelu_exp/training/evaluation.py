@@ -1,0 +1,72 @@
+"""The test set, evaluated once at the end of a run, in both validation modes.
+
+With `data.val_split` the run validates (and picks best.ckpt, a search its trials) on held-out
+training images, so the test set has judged nothing yet: it is evaluated here, with the last epoch's
+weights, through the module's own `evaluate_batch`. Without a split validation already was the test
+set (the article's protocol), and the last epoch's validation metrics are the test metrics."""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from aprelu_exp.metrics import TEST_ACC, TEST_ACC_ARTICLE, TEST_LOSS, TEST_LOSS_ARTICLE
+from aprelu_exp.runs.lifecycle import EndsRunEarly
+from aprelu_exp.training.module import ARTICLE, STANDARD
+
+# metric name -> (evaluation mode, loss or accuracy, the validation column it mirrors)
+TEST_METRICS = {
+    TEST_LOSS: (STANDARD, 0, "val_loss"),
+    TEST_ACC: (STANDARD, 1, "val_acc"),
+    TEST_LOSS_ARTICLE: (ARTICLE, 0, "val_loss_article"),
+    TEST_ACC_ARTICLE: (ARTICLE, 1, "val_acc_article"),
+}
+
+
+@torch.no_grad()
+def evaluate_loaders(module, loaders) -> dict[str, float]:
+    """The test metrics over `loaders` (index STANDARD and ARTICLE, as `test_dataloader` gives them):
+    image-weighted means of the module's per-batch loss and accuracy, as Lightning's epoch logging
+    averages them."""
+    was_training = module.training
+    module.eval()
+    sums: dict[int, list[float]] = {}
+    try:
+        for mode, loader in enumerate(loaders):
+            total = [0.0, 0.0, 0]
+            for x, y in loader:
+                x, y = x.to(module.device), y.to(module.device)
+                loss, acc = module.evaluate_batch(x, y, mode)
+                n = int(y.shape[0])
+                total[0] += float(loss) * n
+                total[1] += float(acc) * n
+                total[2] += n
+            sums[mode] = total
+    finally:
+        module.train(was_training)
+    return {name: sums[mode][part] / sums[mode][2] for name, (mode, part, _) in TEST_METRICS.items()}
+
+
+class TestSetEvaluation(pl.Callback):
+    """At the end of a run that finished (not pruned, not stopped): the test metrics into
+    `facts["test"]` (summary.json, which RunRecord writes next) and to every logger, at the last
+    epoch's step."""
+
+    def __init__(self, datamodule, facts: dict, recorder):
+        self.datamodule, self.facts, self.recorder = datamodule, facts, recorder
+
+    def on_fit_end(self, trainer, pl_module):
+        ended_early = any(isinstance(cb, EndsRunEarly) and cb.early_end for cb in trainer.callbacks)
+        if trainer.interrupted or ended_early or not self.recorder.rows:
+            return
+        last = self.recorder.rows[-1]
+        if self.datamodule.split() is None:
+            metrics = {name: last.get(column) for name, (_, _, column) in TEST_METRICS.items()}
+            source = "the last epoch's validation, which is the test set (no data.val_split)"
+        else:
+            metrics = evaluate_loaders(pl_module, self.datamodule.test_dataloader())
+            source = "the test set, evaluated once with the last epoch's weights"
+        self.facts["test"] = {**metrics, "epoch": int(last["epoch"]), "images": len(self.datamodule.test_y),
+                              "source": source}
+        if trainer.is_global_zero:
+            for lg in trainer.loggers:
+                lg.log_metrics({k: v for k, v in metrics.items() if v is not None}, step=int(last["epoch"]))
