@@ -1,6 +1,10 @@
 """`python -m aprelu_exp [overrides]`: compose the Hydra config and train one run (or a sweep)."""
 from __future__ import annotations
 
+from aprelu_exp.runs.stop import stop_requests
+
+stop_requests.install(while_loading=True)  # first: a Ctrl-C while the libraries load ends in one line too
+
 import logging
 import sys
 from pathlib import Path
@@ -15,8 +19,10 @@ from aprelu_exp.compose import register_resolvers
 from aprelu_exp.errors import UserError
 from aprelu_exp.report.build import build_report
 from aprelu_exp.runs.callbacks import NonFiniteLossError
-from aprelu_exp.runs.interrupts import RunInterrupted
+from aprelu_exp.runs.stop import RunInterrupted
+from aprelu_exp.runs.stop_command import command_stops_cleanly, stopped_line
 from aprelu_exp.runs.noise import quiet_third_party
+from aprelu_exp.runs.overrides import refuse_contradictions
 from aprelu_exp.runs.resume import resume_config
 from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, write_status
 from aprelu_exp.train import train
@@ -27,6 +33,7 @@ cli_help.register()
 quiet_third_party()
 
 
+@command_stops_cleanly("python -m aprelu_exp")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
@@ -44,6 +51,7 @@ def main(cfg: DictConfig) -> float | None:
             raise UserError(f"replicates={cfg.replicates} asks for {cfg.replicates} runs (one per seed); "
                             f"that is a sweep: add -m (python -m aprelu_exp -m ... replicates="
                             f"{cfg.replicates}).")
+        refuse_contradictions(list(hc.overrides.task))
         if cfg.get("resume"):
             fresh_dir = run_dir
             cfg, run_dir = resume_config(cfg, list(hc.overrides.task))
@@ -56,8 +64,7 @@ def main(cfg: DictConfig) -> float | None:
         summary = train(cfg, run_dir)
     except RunInterrupted as exc:
         if launched_as_global_zero():
-            print(f"interrupted by {exc}; checkpoints/last.ckpt keeps the last completed epoch. "
-                  f"Resume with:\n  python -m aprelu_exp resume={run_dir}", file=sys.stderr, flush=True)
+            print(stopped_line(exc, run_dir, "python -m aprelu_exp"), file=sys.stderr, flush=True)
             if multirun:
                 # The sweep stops here; its report still lists every job, this one as interrupted.
                 sweep_dir = Path(hc.sweep.dir)

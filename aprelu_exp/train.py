@@ -16,9 +16,11 @@ from aprelu_exp.errors import UserError
 from aprelu_exp.runs import lifecycle
 from aprelu_exp.runs.callbacks import EpochRecorder
 from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, network_signature
+from aprelu_exp.runs.first_screen import FirstScreen, quiet_lightning_start
 from aprelu_exp.runs.progress import run_progress
 from aprelu_exp.runs.resume import resume_checkpoint
 from aprelu_exp.training.build import build_datamodule, build_module, build_net, preflight
+from aprelu_exp.training.compile_cache import repair_compile_cache
 from aprelu_exp.training.precision import perf_switches
 
 
@@ -69,11 +71,13 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
             # epoch whose metrics row is missing.
             save_on_train_epoch_end=True)
         # The configured callbacks (a search's trial reporter) read the row the recorder has just written.
-        callbacks = [lifecycle.stop_on_signal(run_dir), recorder, *configured, record, checkpoints]
+        callbacks = [lifecycle.stop_on_signal(run_dir), FirstScreen(facts, cfg.schedule.gamma), recorder,
+                     *configured, record, checkpoints]
         progress = None
         if cfg.trainer.get("enable_progress_bar", True):
             progress = run_progress(plan.max_epochs, recorder, cfg.get("progress_refresh_rate", 10))
             callbacks.append(progress)
+        quiet_lightning_start()
         trainer = instantiate(cfg.trainer, max_epochs=plan.max_epochs, callbacks=callbacks,
                               logger=build_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir),
                               plugins=[AtomicCheckpointIO()], precision=perf["precision"],
@@ -82,5 +86,7 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
                               use_distributed_sampler=False)
         if resume_ckpt is not None:
             recorder.load_existing(up_to_epoch=resume_epoch + 1)
+        if perf["compile"]:
+            repair_compile_cache()
         lifecycle.fit(trainer, module, dm, resume_ckpt)
         return record.summary

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from aprelu_exp.runs.rundir import METRICS_FILE, atomic_file, launched_as_global_zero, read_metrics_rows
+from aprelu_exp.runs.stop import stop_requests
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_loss_keras", "train_acc", "val_loss", "val_acc",
                   "val_loss_article", "val_acc_article")
@@ -64,7 +65,7 @@ class EpochRecorder(pl.Callback):
 
     def _append(self, row: dict) -> None:
         new = not self.path.exists()
-        with open(self.path, "a", newline="") as fh:
+        with stop_requests.deferred(), open(self.path, "a", newline="") as fh:  # a row is written whole
             w = csv.writer(fh)
             if new:
                 w.writerow(COLUMNS)

@@ -11,7 +11,7 @@ from aprelu_exp.data.datamodule import CIFAR10DataModule
 from aprelu_exp.errors import UserError
 from aprelu_exp.model import NetworkConfigError, build_network, check_network_config
 from aprelu_exp.training.module import APReLUClassifier
-from aprelu_exp.training.precision import eval_batch_size, perf_switches
+from aprelu_exp.training.precision import check_accelerator, eval_batch_size, perf_switches
 from aprelu_exp.training.schedule import SchedulePlan, plan_schedule
 
 
@@ -70,6 +70,7 @@ def preflight(cfg: DictConfig) -> SchedulePlan:
     if cfg.seed is None:
         raise UserError("seed is null; give an integer (seed=0 is a valid seed).")
     plan = plan_schedule(cfg)
+    check_accelerator(cfg)
     perf_switches(cfg)
     build_net(cfg, check_only=True)
     build_datamodule(cfg)
