@@ -69,7 +69,8 @@ def main(cfg: DictConfig) -> float | None:
                 # The sweep stops here; its report still lists every job, this one as interrupted.
                 sweep_dir = Path(hc.sweep.dir)
                 build_report([sweep_dir], sweep_dir, title=f"Sweep {sweep_dir.name} (interrupted)")
-        sys.exit(exc.exit_code)
+        exc.reported = True
+        raise  # command_stops_cleanly ends the process: exit status 128 + the signal
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if multirun:

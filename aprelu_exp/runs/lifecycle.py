@@ -46,20 +46,21 @@ def run_directory(cfg: DictConfig, run_dir: Path) -> Iterator[Stopwatch]:
     clock = Stopwatch()
     lock = RunLock(run_dir)
     owner = launched_as_global_zero()
-    if owner:
-        lock.acquire()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_status(run_dir, "running")
-        write_text_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-        stop_requests.on_hard_stop = lambda signum: write_status(
-            run_dir, "interrupted", f"{signal_name(signum)} twice: stopped at once")
     try:
+        if owner:
+            lock.acquire()
+            with stop_requests.deferred():  # taken whole: a stop comes after the config is written
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_status(run_dir, "running")
+                stop_requests.on_hard_stop = lambda signum: write_status(
+                    run_dir, "interrupted", f"{signal_name(signum)} twice: stopped at once")
+                write_text_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
         yield clock
     except BaseException as exc:
         if owner and read_status(run_dir).get("status") == "running":
             if isinstance(exc, RunInterrupted) or stop_requests.requested():
                 write_status(run_dir, "interrupted", f"{signal_name(stop_requests.received or exc.signum)} "
-                                                     f"before the first epoch; no checkpoint was written")
+                                                     f"before the first epoch; checkpoints/last.ckpt holds no epoch yet")
             elif not isinstance(exc, SystemExit):
                 write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
         raise

@@ -36,6 +36,7 @@ class RunInterrupted(BaseException):
         super().__init__(signal_name(signum))
         self.signum = signum
         self.exit_code = 128 + signum
+        self.reported = False  # its line is printed
 
 
 class StopRequests:

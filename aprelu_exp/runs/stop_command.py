@@ -3,6 +3,8 @@ directory left that holds nothing of a run."""
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,7 +22,18 @@ def stopped_line(exc: RunInterrupted, run_dir: Path | None, resume_command: str)
             discard_unstarted(run_dir)
         return f"stopped by {exc} before the run started; nothing was kept."
     note = read_status(run_dir).get("error") or f"{exc}"
+    if not (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
+        return f"interrupted: {note}; {run_dir} keeps its config, start the run again to train it."
     return f"interrupted: {note}. Resume with: {resume_command} resume={run_dir}"
+
+
+def exit_now(code: int) -> None:
+    """End a stopped process without the interpreter's teardown of torch's modules (seconds on a
+    busy machine): every file of the run is written whole by now; output is flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _hydra_run_dir() -> Path | None:
@@ -46,8 +59,9 @@ def command_stops_cleanly(resume_command: str) -> Callable:
             except (RunInterrupted, KeyboardInterrupt) as exc:
                 if isinstance(exc, KeyboardInterrupt):  # a Ctrl-C before the handlers were installed
                     exc = RunInterrupted(signal.SIGINT)
-                print(stopped_line(exc, _hydra_run_dir(), resume_command), file=sys.stderr, flush=True)
-                sys.exit(exc.exit_code)
+                if not exc.reported:
+                    print(stopped_line(exc, _hydra_run_dir(), resume_command), file=sys.stderr, flush=True)
+                exit_now(exc.exit_code)
             finally:
                 stop_requests.restore()
 
