@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from aprelu_exp import cli_help, config_schema  # noqa: F401  (config_schema registers the typed schemas)
 from aprelu_exp.compose import register_resolvers
-from aprelu_exp.errors import UserError
+from aprelu_exp.errors import UserError, completion_fails_quietly
 from aprelu_exp.report.build import build_report
 from aprelu_exp.runs.callbacks import NonFiniteLossError
 from aprelu_exp.runs.stop import RunInterrupted
@@ -33,6 +33,7 @@ cli_help.register()
 quiet_third_party()
 
 
+@completion_fails_quietly
 @command_stops_cleanly("python -m aprelu_exp")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
