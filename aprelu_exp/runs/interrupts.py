@@ -6,10 +6,20 @@ and exits with 128 + the signal number (130, 143).
 """
 from __future__ import annotations
 
+import logging
+
 import pytorch_lightning as pl
 
 from aprelu_exp.runs import moments
 from aprelu_exp.runs.stop import HANDLED, RunInterrupted, signal_name, stop_requests  # noqa: F401 (re-exported)
+
+
+# Lightning notes a SIGTERM on stderr ("[rank: 0] Received SIGTERM: 15"); the run's own line says it.
+LIGHTNING_SIGNAL_LOGGER = "pytorch_lightning.trainer.connectors.signal_connector"
+
+
+def _not_a_sigterm_note(record: logging.LogRecord) -> bool:
+    return "Received SIGTERM" not in record.getMessage()
 
 
 class StopOnSignal(pl.Callback):
@@ -17,6 +27,9 @@ class StopOnSignal(pl.Callback):
     raises a stop at the next batch boundary if code in between swallowed it."""
 
     def install(self) -> "StopOnSignal":
+        logger = logging.getLogger(LIGHTNING_SIGNAL_LOGGER)
+        if _not_a_sigterm_note not in logger.filters:
+            logger.addFilter(_not_a_sigterm_note)
         if not stop_requests.handling():
             stop_requests.install()
             self._installed = True
