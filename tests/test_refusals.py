@@ -47,3 +47,15 @@ def test_a_completion_query_on_a_line_that_does_not_parse_offers_nothing(line):
     out = run_module("aprelu_exp", ["-sc", "query=bash"], env={**os.environ, "COMP_LINE": good,
                                                                "COMP_POINT": str(len(good))})
     assert sorted(out.stdout.split()) == ["augment=keras", "augment=none"]
+
+
+def test_which_override_pairs_contradict():
+    from aprelu_exp.errors import UserError
+    from aprelu_exp.runs.overrides import refuse_contradictions
+
+    for fine in (["budget=50"], ["trainer.max_epochs=3"], ["budget=null", "trainer.max_epochs=3"],
+                 ["budget=0", "trainer.max_epochs=1"]):  # budget=0 gets its own message first
+        refuse_contradictions(fine)
+    for clash in (["budget=50", "trainer.max_epochs=1"], ["++budget=4", "trainer.max_epochs=2", "seed=1"]):
+        with pytest.raises(UserError, match="contradict each other"):
+            refuse_contradictions(clash)

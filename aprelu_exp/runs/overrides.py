@@ -21,8 +21,16 @@ def _given(overrides: list[str]) -> dict[str, str]:
     return out
 
 
+def _set(value: str | None) -> bool:
+    """A value that holds by itself (a value wrong on its own, budget=0, is reported as such first)."""
+    try:
+        return value is not None and int(value) >= 1
+    except ValueError:
+        return False
+
+
 def refuse_contradictions(overrides: list[str]) -> None:
     given = _given(overrides)
     for a, b, why in CONTRADICTIONS:
-        if given.get(a, "null") not in ("null", "") and b in given:
+        if _set(given.get(a)) and _set(given.get(b)):
             raise UserError(f"{a}={given[a]} and {b}={given[b]} contradict each other: {why}.")
