@@ -45,11 +45,12 @@ def run_directory(cfg: DictConfig, run_dir: Path) -> Iterator[Stopwatch]:
     here: status.json never stays `running` after the process."""
     clock = Stopwatch()
     lock = RunLock(run_dir)
-    owner = launched_as_global_zero()
+    taken = False
     try:
-        if owner:
-            lock.acquire()
+        if launched_as_global_zero():
             with stop_requests.deferred():  # taken whole: a stop comes after the config is written
+                lock.acquire()
+                taken = True
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_status(run_dir, "running")
                 stop_requests.on_hard_stop = lambda signum: write_status(
@@ -57,7 +58,7 @@ def run_directory(cfg: DictConfig, run_dir: Path) -> Iterator[Stopwatch]:
                 write_text_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
         yield clock
     except BaseException as exc:
-        if owner and read_status(run_dir).get("status") == "running":
+        if taken and read_status(run_dir).get("status") == "running":
             if isinstance(exc, RunInterrupted) or stop_requests.requested():
                 write_status(run_dir, "interrupted", f"{signal_name(stop_requests.received or exc.signum)} "
                                                      f"before the first epoch; checkpoints/last.ckpt holds no epoch yet")

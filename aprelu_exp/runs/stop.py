@@ -62,7 +62,7 @@ class StopRequests:
         self._while_loading = while_loading
         for signum in HANDLED:
             current = signal.getsignal(signum)
-            if current is self._handle or current == signal.SIG_IGN:
+            if current == self._handle or current == signal.SIG_IGN:
                 continue
             self._previous.setdefault(signum, current)
             signal.signal(signum, self._handle)
@@ -78,7 +78,7 @@ class StopRequests:
         self._previous = {}
 
     def handling(self) -> bool:
-        return signal.getsignal(signal.SIGTERM) is self._handle
+        return signal.getsignal(signal.SIGTERM) == self._handle  # bound methods: equal, never identical
 
     def requested(self) -> bool:
         return self.received is not None
@@ -104,6 +104,8 @@ class StopRequests:
         try:
             if self.on_hard_stop is not None:
                 self.on_hard_stop(signum)
+            sys.stderr.write(f"\nstopped at once by a second {signal_name(signum)}.\n")
+            sys.stderr.flush()
         finally:
             os._exit(128 + signum)
 
