@@ -3,17 +3,22 @@
 torch or Lightning: those load with the job (aprelu_exp.job), once there is something to train."""
 from __future__ import annotations
 
-import os
-import sys
+from aprelu_exp.runs.stop import stop_requests
 
-import hydra
-from hydra.errors import HydraException
-from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+stop_requests.install(while_loading=True)  # first: a Ctrl-C while the libraries load ends in one line too
 
-from aprelu_exp import cli_help
-from aprelu_exp.compose import check_conf_dir, explain, register_resolvers
-from aprelu_exp.errors import UserError
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+
+from aprelu_exp import cli_help  # noqa: E402
+from aprelu_exp.compose import check_conf_dir, explain, register_resolvers  # noqa: E402
+from aprelu_exp.errors import UserError, completion_fails_quietly  # noqa: E402
+from aprelu_exp.runs.stop_command import command_stops_cleanly  # noqa: E402
 
 register_resolvers()
 cli_help.register()
@@ -45,6 +50,8 @@ def _config_dirs(argv: list[str]) -> list[str]:
     return dirs + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-cd", "--config-dir")]
 
 
+@completion_fails_quietly
+@command_stops_cleanly("aprelu-exp")
 def main() -> None:
     argv = sys.argv[1:]
     if any(a in ("--help", "-h") for a in argv) and "--hydra-help" not in argv:

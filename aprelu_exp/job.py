@@ -14,8 +14,10 @@ from omegaconf import DictConfig
 from aprelu_exp.errors import UserError
 from aprelu_exp.report.build import build_report
 from aprelu_exp.runs.callbacks import NonFiniteLossError
-from aprelu_exp.runs.interrupts import RunInterrupted
 from aprelu_exp.console.noise import quiet_third_party
+from aprelu_exp.runs.overrides import refuse_contradictions
+from aprelu_exp.runs.stop import RunInterrupted
+from aprelu_exp.runs.stop_command import stopped_line
 from aprelu_exp.runs.resume import resume_config
 from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, write_status
 from aprelu_exp.train import train
@@ -47,6 +49,7 @@ def run_job(cfg: DictConfig) -> float | None:
             raise UserError(f"replicates={cfg.replicates} asks for {cfg.replicates} runs (one per seed); "
                             f"that is a sweep: add -m (python -m aprelu_exp -m ... replicates="
                             f"{cfg.replicates}).")
+        refuse_contradictions(list(hc.overrides.task))
         if cfg.get("resume"):
             fresh_dir = run_dir
             cfg, run_dir = resume_config(cfg, list(hc.overrides.task))
@@ -59,13 +62,13 @@ def run_job(cfg: DictConfig) -> float | None:
         summary = train(cfg, run_dir)
     except RunInterrupted as exc:
         if launched_as_global_zero():
-            print(f"interrupted by {exc}; checkpoints/last.ckpt keeps the last completed epoch. "
-                  f"Resume with:\n  python -m aprelu_exp resume={run_dir}", file=sys.stderr, flush=True)
+            print(stopped_line(exc, run_dir, "aprelu-exp"), file=sys.stderr, flush=True)
             if multirun:
                 # The sweep stops here; its report still lists every job, this one as interrupted.
                 sweep_dir = Path(hc.sweep.dir)
                 build_report([sweep_dir], sweep_dir, title=f"Sweep {sweep_dir.name} (interrupted)")
-        sys.exit(exc.exit_code)
+        exc.reported = True
+        raise  # the command's wrapper (command_stops_cleanly) ends the process: 128 + the signal
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if multirun:

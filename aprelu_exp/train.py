@@ -17,8 +17,10 @@ from aprelu_exp.runs.callbacks import EpochRecorder
 from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, SplitStamp, network_signature
 from aprelu_exp.console.noise import quiet_third_party
 from aprelu_exp.console.progress import run_progress
+from aprelu_exp.runs.first_screen import FirstScreen, quiet_lightning_start
 from aprelu_exp.runs.resume import resume_checkpoint
 from aprelu_exp.training.build import build_datamodule, build_module, build_net, preflight
+from aprelu_exp.training.compile_cache import repair_compile_cache
 from aprelu_exp.training.evaluation import TestSetEvaluation
 from aprelu_exp.training.precision import perf_switches
 
@@ -73,12 +75,13 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
             save_on_train_epoch_end=True)
         # The configured callbacks (a search's trial reporter) read the row the recorder has just written.
         # The test set's metrics land in `facts` before RunRecord writes them into summary.json.
-        callbacks = [lifecycle.stop_on_signal(run_dir), recorder, *configured,
-                     TestSetEvaluation(dm, facts, recorder), record, SplitStamp(dm.split()), checkpoints]
+        callbacks = [lifecycle.stop_on_signal(run_dir), FirstScreen(facts, plan.as_dict().get("gamma", 1.0)), recorder,
+                     *configured, TestSetEvaluation(dm, facts, recorder), record, SplitStamp(dm.split()), checkpoints]
         progress = None
         if cfg.trainer.get("enable_progress_bar", True):
             progress = run_progress(plan.max_epochs, recorder, cfg.get("progress_refresh_rate", 10))
             callbacks.append(progress)
+        quiet_lightning_start()
         trainer = parts.build("trainer", cfg.trainer, max_epochs=plan.max_epochs, callbacks=callbacks,
                               logger=build_loggers(cfg, run_dir) or False, default_root_dir=str(run_dir),
                               plugins=[AtomicCheckpointIO()], precision=perf["precision"],
@@ -87,5 +90,7 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
                               use_distributed_sampler=False)
         if resume_ckpt is not None:
             recorder.load_existing(up_to_epoch=resume_epoch + 1)  # the checkpoint's epoch counts from 0
+        if perf["compile"]:
+            repair_compile_cache()
         lifecycle.fit(trainer, module, dm, resume_ckpt)
         return record.summary

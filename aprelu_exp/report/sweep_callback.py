@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -11,6 +12,7 @@ from aprelu_exp.report.build import build_report
 from aprelu_exp.loggers.mlflow import attach_sweep_report
 
 log = logging.getLogger(__name__)
+SUCCEEDED = ("finished", "pruned")  # a pruned job trained until its pruner stopped it
 
 
 class SweepReport(Callback):
@@ -25,3 +27,8 @@ class SweepReport(Callback):
                 attach_sweep_report(config, sweep_dir, result["files"])
             except Exception as exc:  # the sweep's own report stays on disk either way
                 log.warning("could not attach the sweep report to MLflow: %s", exc)
+        if statuses and not any(s in SUCCEEDED for s in statuses):
+            # A sweep that trained nothing is a failed command (a script or CI must see it).
+            print(f"error: every job of the sweep failed ({len(statuses)} of {len(statuses)}); "
+                  f"why, job by job: {sweep_dir}/report.md", file=sys.stderr, flush=True)
+            sys.exit(1)

@@ -12,6 +12,7 @@ import torch
 
 from aprelu_exp.metrics import COLUMNS, CURVES, L2_PENALTY, TIMINGS
 from aprelu_exp.runs.rundir import METRICS_FILE, atomic_file, launched_as_global_zero, read_metrics_rows
+from aprelu_exp.runs.stop import stop_requests
 
 METRIC_COLUMNS, TIME_COLUMNS = CURVES, TIMINGS
 NONFINITE_CHECK_EVERY = 25  # steps between reads of the non-finite flag on a GPU
@@ -64,7 +65,7 @@ class EpochRecorder(pl.Callback):
 
     def _append(self, row: dict) -> None:
         new = not self.path.exists()
-        with open(self.path, "a", newline="") as fh:
+        with stop_requests.deferred(), open(self.path, "a", newline="") as fh:  # a row is written whole
             w = csv.writer(fh)
             if new:
                 w.writerow(COLUMNS)

@@ -9,6 +9,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from aprelu_exp.errors import UserError
+from aprelu_exp.runs import moments
 from aprelu_exp.runs.rundir import atomic_file
 
 SIGNATURE_KEY = "aprelu_network_signature"
@@ -97,10 +98,19 @@ def check_compatible(ckpt_path: Path, signature: dict, net_state: dict, split: d
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temporary file beside the target, fsync, then rename: a crash mid-write leaves
-    the previous checkpoint intact, never a truncated one."""
+    the previous checkpoint intact, never a truncated one. `saved_epochs` says which epoch each
+    file name holds as written by this process."""
+
+    def __init__(self):
+        super().__init__()
+        self.saved_epochs: dict[str, int] = {}
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path, "wb") as fh:
             torch.save(checkpoint, fh)
+            if path.name == "last.ckpt":
+                moments.reached("checkpoint", int(checkpoint.get("epoch", 0)))
+            # Set before the rename: a stop held back during the write is raised right after it.
+            self.saved_epochs[path.name] = checkpoint.get("epoch")

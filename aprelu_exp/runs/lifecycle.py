@@ -18,11 +18,14 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from aprelu_exp.runs import moments
 from aprelu_exp.runs.callbacks import EpochRecorder
-from aprelu_exp.runs.interrupts import RunInterrupted, StopOnSignal, signal_name
+from aprelu_exp.runs.interrupts import StopOnSignal
 from aprelu_exp.runs.lock import RunLock
 from aprelu_exp.runs.rundir import (CONFIG_FILE, SUMMARY_FILE, Stopwatch, environment, git_commit,
-                                    launched_as_global_zero, write_json_atomic, write_status, write_text_atomic)
+                                    launched_as_global_zero, read_status, write_json_atomic, write_status,
+                                    write_text_atomic)
+from aprelu_exp.runs.stop import RunInterrupted, signal_name, stop_requests
 from aprelu_exp.runs.summary import metrics_summary
 
 
@@ -37,24 +40,39 @@ class EndsRunEarly(pl.Callback):
 @contextlib.contextmanager
 def run_directory(cfg: DictConfig, run_dir: Path) -> Iterator[Stopwatch]:
     """Take the run directory for this process (refused while another live process trains in it),
-    mark it running and write the resolved config; release it however the block ends."""
+    mark it running and write the resolved config; release it however the block ends. A run that
+    ends before its fit could say how (stopped or failed while it was being set up) is marked so
+    here: status.json never stays `running` after the process."""
     clock = Stopwatch()
     lock = RunLock(run_dir)
-    if launched_as_global_zero():
-        lock.acquire()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_status(run_dir, "running")
-        write_text_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    taken = False
     try:
+        if launched_as_global_zero():
+            with stop_requests.deferred():  # taken whole: a stop comes after the config is written
+                lock.acquire()
+                taken = True
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_status(run_dir, "running")
+                stop_requests.on_hard_stop = lambda signum: write_status(
+                    run_dir, "interrupted", f"{signal_name(signum)} twice: stopped at once")
+                write_text_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
         yield clock
+    except BaseException as exc:
+        if taken and read_status(run_dir).get("status") == "running":
+            if isinstance(exc, RunInterrupted) or stop_requests.requested():
+                write_status(run_dir, "interrupted", f"{signal_name(stop_requests.received or exc.signum)} "
+                                                     f"before the first epoch; checkpoints/last.ckpt holds no epoch yet")
+            elif not isinstance(exc, SystemExit):
+                write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+        raise
     finally:
+        stop_requests.on_hard_stop = None
         lock.release()
 
 
 def stop_on_signal(run_dir: Path) -> StopOnSignal:
-    """Ctrl-C / SIGTERM stop at a batch boundary; a second one stops at once, the run marked interrupted."""
-    return StopOnSignal(on_hard_stop=lambda signum: write_status(
-        run_dir, "interrupted", f"{signal_name(signum)} twice: stopped at once") if launched_as_global_zero() else None)
+    """Ctrl-C / SIGTERM stop the run where it is; a second one stops at once, the run marked interrupted."""
+    return StopOnSignal()
 
 
 class RunRecord(pl.Callback):
@@ -68,6 +86,8 @@ class RunRecord(pl.Callback):
         self.summary: dict = {}
 
     def on_fit_start(self, trainer, pl_module):
+        # The epoch last.ckpt holds until this process writes one (a resumed run's).
+        self.kept_at_start = self.recorder.rows[-1]["epoch"] if self.recorder.rows else None
         config = OmegaConf.to_container(self.cfg, resolve=True)
         config.pop("hydra", None)
         hparams = {"config": config, "run": {**self.facts, "git_commit": git_commit()}}
@@ -83,22 +103,26 @@ class RunRecord(pl.Callback):
             self._finish(trainer, "interrupted" if trainer.interrupted else "finished", None)
 
     def on_exception(self, trainer, pl_module, exception):
-        if isinstance(exception, (RunInterrupted, SIGTERMException)):
-            # Lightning turns SIGTERM into SIGTERMException at a batch boundary; Ctrl-C arrives as
-            # RunInterrupted (never KeyboardInterrupt, which Lightning would turn into exit status 1).
-            kept = self.recorder.rows[-1]["epoch"] if self.recorder.rows else None
-            note = (f"{signal_name(received_signal(trainer, exception))} during epoch {trainer.current_epoch + 1}; "
-                    f"checkpoints/last.ckpt holds "
+        if isinstance(exception, (RunInterrupted, SIGTERMException, KeyboardInterrupt)) or stop_requests.requested():
+            # A stop arrives as RunInterrupted (never KeyboardInterrupt, which Lightning would turn
+            # into exit status 1); whatever else is raised after it (a compiler child killed by the
+            # same Ctrl-C) is the stop as well, not a failure. Epochs count from 1 (the checkpoint's
+            # own `epoch` from 0).
+            saved = getattr(trainer.strategy.checkpoint_io, "saved_epochs", {}).get("last.ckpt")
+            kept = int(saved) + 1 if saved is not None else getattr(self, "kept_at_start", None)
+            where = ("after the last epoch" if kept is not None and int(kept) >= trainer.max_epochs
+                     else f"during epoch {trainer.current_epoch + 1}")
+            note = (f"{signal_name(received_signal(trainer, exception))} {where}; checkpoints/last.ckpt holds "
                     + (f"epoch {kept}, the last completed" if kept is not None else "no epoch yet"))
             self._finish(trainer, "interrupted", note)
-        elif isinstance(exception, KeyboardInterrupt):
-            self._finish(trainer, "interrupted", "KeyboardInterrupt")
         else:
             self._finish(trainer, "failed", f"{type(exception).__name__}: {exception}")
 
     def _finish(self, trainer, state: str, error: str | None) -> None:
         if not trainer.is_global_zero:
             return
+        if state == "finished":
+            moments.reached("report", trainer.current_epoch)
         self.summary = {"status": state, "error": error, **self.facts, **metrics_summary(self.recorder.rows),
                         "wall_time_s": round(self.clock.elapsed(), 3),
                         "environment": environment(trainer.strategy.root_device)}
@@ -109,8 +133,9 @@ class RunRecord(pl.Callback):
 def received_signal(trainer, exception: BaseException) -> int:
     if isinstance(exception, RunInterrupted):
         return exception.signum
-    stopper = next((cb for cb in trainer.callbacks if isinstance(cb, StopOnSignal)), None)
-    return (stopper.received if stopper else None) or signal.SIGTERM
+    if isinstance(exception, KeyboardInterrupt):
+        return signal.SIGINT
+    return stop_requests.received or signal.SIGTERM
 
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule, ckpt_path: Path | None) -> None:
@@ -120,7 +145,9 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule, ckpt_path: 
     stopper.install()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    except (RunInterrupted, SIGTERMException) as exc:
-        raise RunInterrupted(received_signal(trainer, exc)) from None
+    except BaseException as exc:
+        if isinstance(exc, (RunInterrupted, SIGTERMException, KeyboardInterrupt)) or stop_requests.requested():
+            raise RunInterrupted(received_signal(trainer, exc)) from None
+        raise
     finally:
         stopper.restore()

@@ -14,6 +14,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from aprelu_exp.runs.stop import stop_requests
+
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 STATUS_FILE = "status.json"
@@ -38,18 +40,19 @@ def launched_as_global_zero() -> bool:
 def atomic_file(path: Path, mode: str = "w", newline: str | None = None):
     """Open a temporary file beside `path`; when the block ends without error, fsync it and rename it
     over `path`. A crash or a failed write (a full disk) leaves the previous file whole, never a
-    truncated one; the temporary file is removed either way."""
+    truncated one; the temporary file is removed either way. A stop signal waits for the write."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode, **({} if "b" in mode else {"newline": newline})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with stop_requests.deferred():  # a user's stop lets the write finish, then stops the run
+        try:
+            with open(tmp, mode, **({} if "b" in mode else {"newline": newline})) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

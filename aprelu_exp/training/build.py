@@ -12,7 +12,7 @@ from aprelu_exp.data.datamodule import CIFAR10DataModule
 from aprelu_exp.errors import UserError
 from aprelu_exp.model import NetworkConfigError
 from aprelu_exp.training.module import APReLUClassifier
-from aprelu_exp.training.precision import eval_batch_size, perf_switches
+from aprelu_exp.training.precision import check_accelerator, eval_batch_size, perf_switches
 from aprelu_exp.training.schedule import SchedulePlan, plan_schedule, scales_to_budget
 
 
@@ -86,6 +86,7 @@ def preflight(cfg: DictConfig) -> SchedulePlan:
     naming the key and the fix."""
     if cfg.seed is None:
         raise UserError("seed is null; give an integer (seed=0 is a valid seed).")
+    check_accelerator(cfg)
     plan = check_optimization(cfg)
     perf_switches(cfg)
     build_net(cfg, check_only=True)

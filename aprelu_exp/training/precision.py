@@ -114,6 +114,19 @@ def on_cuda(cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and accel in ("auto", "gpu", "cuda")
 
 
+def check_accelerator(cfg: DictConfig) -> None:
+    """A trainer that asks for a GPU (trainer=gpu, trainer=ddp) where CUDA sees none is refused
+    before anything is written (Lightning would fail inside the Trainer with 'No supported gpu
+    backend found!')."""
+    accel = str(cfg.trainer.get("accelerator", "auto")).lower()
+    if accel in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={accel} asks for a CUDA GPU, but no GPU is visible here: "
+            f"torch.cuda.is_available() is False (no NVIDIA driver or device, CUDA_VISIBLE_DEVICES "
+            f"empty, or a CPU-only torch build). Use trainer=cpu or the default trainer (which trains "
+            f"on the CPU here); trainer=ddp_cpu runs DDP on CPU processes.")
+
+
 def run_device(cfg: DictConfig) -> torch.device:
     """The device this run trains on."""
     return torch.device("cuda" if on_cuda(cfg) else "cpu")
