@@ -44,8 +44,6 @@ CASES = [
     (["optim._target_=torch.optim.Nope"], 2, "optim._target_=torch.optim.Nope names no importable class"),
     (["model.reduction=abc"], 2, "model.reduction='abc' is a str; aprelu_exp.model.resnet.APReLUResNet expects int"),
     (["seed=abc"], 2, "seed=abc: the value has the wrong type; seed takes integer"),
-    (["budget=3", "schedule._target_=torch.optim.lr_scheduler.ConstantLR", "~schedule.epochs", "~schedule.every",
-      "~schedule.gamma"], 2, "takes no budget"),
     (["experiment=record_99"], 2, "experiment=record_99 is not an option of the config group experiment"),
     (["model.reduction=64"], 2, "model.reduction=64 is larger than"),
     (["model.reduction=20"], 2, "larger than the 16 channels of model.stem_channels"),  # record 16's stem

@@ -60,6 +60,13 @@ def test_the_check_refuses_what_its_constructor_does_not_take():
         parts.check_node("model", OmegaConf.create({"_target_": "aprelu_exp.model.resnet.APReLUResNet"}))
 
 
+def test_budget_needs_a_schedule_that_scales(make_cfg):
+    cfg = make_cfg("budget=3", "schedule._target_=torch.optim.lr_scheduler.ConstantLR", "~schedule.epochs",
+                   "~schedule.every", "~schedule.gamma", "~trainer.max_epochs")
+    with pytest.raises(UserError, match=r"schedule \(torch.optim.lr_scheduler.ConstantLR\) takes no budget"):
+        build_optimization(cfg)
+
+
 def test_a_misspelled_key_names_the_keys_that_exist():
     assert parts.closest("model.reducton", ["model.reduction", "model.activation", "seed"])[0] == "model.reduction"
     assert parts.closest("logger.tracking_uri", ["logger.mlflow.tracking_uri", "logger.csv.name"]) == [

@@ -68,7 +68,7 @@ def plan_block(facts: dict, device, precision: str, gamma: float) -> str:
         ("run", facts["run_dir"]),
         ("record", f"{record['name']}{parent}"),
         ("epochs", _epochs_line(facts["schedule"], gamma)),
-        ("data", f"train {facts['num_train']}, validation {facts.get('num_val', facts['num_test'])} "
+        ("data", f"train {facts['num_train']}, validation {facts.get('num_val') or facts['num_test']} "
                  + (f"(held-out training images, {facts['split']})" if facts.get("split")
                     else "(the CIFAR-10 test images, as in the article)") + f", test {facts['num_test']}"),
         ("device", f"{device} ({device_name}); precision {precision}; "
