@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import yaml
+
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
@@ -64,12 +66,20 @@ def compose_record(name: str, overrides: list[str] | tuple[str, ...] | None = No
 
 
 # -- what a composition error means -----------------------------------------------------------------
+def _yaml(path: Path):
+    """A config file's raw content (PyYAML: OmegaConf.load of every file costs a second here)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 def default_options(conf: Path = CONF_DIR) -> dict[str, str]:
     """The option each group takes when the command line names none (the defaults lists)."""
     chosen: dict[str, str] = {}
     for path, group in ((conf / "config.yaml", ""), *((p, p.parent.name) for p in conf.glob("*/*.yaml"))):
-        for entry in OmegaConf.load(path).get("defaults") or []:
-            if isinstance(entry, DictConfig):
+        for entry in (_yaml(path) or {}).get("defaults") or []:
+            if isinstance(entry, dict):
                 for key, option in entry.items():
                     key = str(key)
                     if not key.startswith(("override", "/")) and option is not None:
@@ -90,9 +100,8 @@ def option_keys(conf_dirs: list[Path] | None = None) -> dict[str, str | None]:
             header = PACKAGE_HEADER.search(path.read_text().split("\n", 1)[0])
             package = header.group(1) if header else group.replace("/", ".")
             prefix = "" if package in ("_global_", ".") else package
-            try:
-                data = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
-            except Exception:
+            data = _yaml(path)
+            if not isinstance(data, dict):
                 continue
             data.pop("defaults", None)
             brings = None if group == "." or defaults.get(group) == path.stem else f"{group}={path.stem}"
