@@ -81,6 +81,30 @@ def test_dyrelu_b_starts_close_to_relu_and_is_piecewise_linear_max():
     torch.testing.assert_close(layer(x), torch.relu(x))
 
 
+def test_dyrelu_b_with_trained_weights_against_a_numpy_hand_computation():
+    # Chen et al.'s DyReLU-B, written out: per channel, y = max_k(a_k * x + b_k) with
+    # a = (1, 0) + 1.0 * d[:2], b = 0.5 * d[2:], d = 2 * sigmoid(fc2(relu(fc1(mean_hw(x))))) - 1.
+    torch.manual_seed(3)
+    layer = DyReLUB(channels=4, reduction=2, bn=make_batchnorm(0.1, 1e-3))
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.8)
+    x = torch.randn(3, 4, 5, 5)
+    with torch.no_grad():
+        y = layer(x).numpy()
+    xn = x.numpy().astype(np.float64)
+    w1, b1 = layer.fc1.weight.detach().double().numpy(), layer.fc1.bias.detach().double().numpy()
+    w2, b2 = layer.fc2.weight.detach().double().numpy(), layer.fc2.bias.detach().double().numpy()
+    h = np.maximum(xn.mean(axis=(2, 3)) @ w1.T + b1, 0)
+    d = (2 * _sigmoid(h @ w2.T + b2) - 1).reshape(3, 4, 4)
+    a = d[..., :2] * 1.0 + np.array([1.0, 0.0])
+    b = d[..., 2:] * 0.5
+    lines = xn[..., None] * a[:, :, None, None, :] + b[:, :, None, None, :]
+    expected = lines.max(axis=-1)
+    assert not np.allclose(expected, np.maximum(xn, 0), atol=1e-2)  # far from ReLU: the test can fail
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_reduction_larger_than_channels_is_refused():
     with pytest.raises(ValueError, match="reduction"):
         APReLU(channels=8, reduction=16, bn=make_batchnorm(0.1, 1e-3))
