@@ -71,6 +71,7 @@ def bench(args, parser) -> None:
     # One process compiles the network for each precision, in training, standard-evaluation and
     # article-evaluation mode, twice (the timed steps and the measured epoch): more variants than
     # dynamo's default cache keeps per function, past which it would silently run eager.
+    # dynamo's config is its documented tuning surface, though under a private-looking name.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
 
     cfg = compose_config(args.overrides)

@@ -20,7 +20,8 @@ ELF_MAGIC = b"\x7fELF"
 
 
 def inductor_cache_dir() -> Path:
-    # deferred: torch._inductor loads a good part of the compiler stack
+    # deferred: torch._inductor loads a good part of the compiler stack. Private, as the compile
+    # cache's location has no public API; only its folder is read from it.
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
     return Path(cache_dir())

@@ -41,7 +41,9 @@ def cpu_flags() -> frozenset[str]:
 
 
 def onednn_bf16() -> bool:
-    """Whether PyTorch's oneDNN has bf16 kernels for this CPU (its own probe of the hardware)."""
+    """Whether PyTorch's oneDNN has bf16 kernels for this CPU (its own probe of the hardware).
+    The one private call of the project: torch has no public API for this probe, so it is kept here,
+    in one place."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
