@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from aprelu_exp.metrics import VAL_ACC
 from aprelu_exp.errors import UserError
 from aprelu_exp.report.build import build_report
 from aprelu_exp.runs.callbacks import NonFiniteLossError
@@ -91,6 +92,6 @@ def run_job(cfg: DictConfig) -> float | None:
             log.exception("job %s failed; the sweep continues", hc.job.num)
             return None
         raise
-    return summary.get("final", {}).get("val_acc")
+    return summary.get("final", {}).get(VAL_ACC)
 
 

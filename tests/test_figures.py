@@ -35,12 +35,12 @@ def test_dashed_and_dotted_curves_read_so_in_the_legend(tmp_path, monkeypatch):
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)  # keep the figures plot_curves draws
     assert plot_curves([run], tmp_path) == ["accuracy.png", "loss.png"]
-    legend = figures[0].axes[0].get_legend()
-    gaps = {text.get_text().split(": ")[-1]: _gaps_along(figures[0], line)
+    (legend,) = figures[0].legends  # one legend beside the panels: groups, then the line styles' key
+    gaps = {text.get_text().split(":")[0]: _gaps_along(figures[0], line)
             for text, line in zip(legend.get_texts(), legend.get_lines())}
-    assert gaps["train_acc"] == 0  # solid
-    assert gaps["val_acc"] >= 2  # dashed: at least three dashes between the markers
-    assert gaps["val_acc_article"] > gaps["val_acc"]  # dotted: more, shorter breaks
+    assert gaps["solid"] == 0  # train
+    assert gaps["dashed"] >= 2  # val_acc: at least three dashes
+    assert gaps["dotted"] > gaps["dashed"]  # the article mode: more, shorter breaks
     monkeypatch.undo()
     for fig in figures:
         plt.close(fig)

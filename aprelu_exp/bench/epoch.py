@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from aprelu_exp.metrics import EPOCH_TIME, EVAL_TIME, TRAIN_TIME
 from aprelu_exp.bench.training import full_run_switches
 from aprelu_exp.runs.rundir import read_metrics_rows
 from aprelu_exp.train import train
@@ -35,11 +36,11 @@ def measured_epoch(cfg, arrays, subset: int, test_subset: int, precision: str) -
         s = train(c, Path(tmp), arrays=arrays)
         rows = read_metrics_rows(Path(tmp))
     first, row = rows[0], rows[-1]
-    train_full = float(row["train_time_s"]) * len(arrays.train_labels) / subset
-    eval_full = float(row["eval_time_s"]) * num_test / used_test
-    return {"train_subset": subset, "train_time_s_measured": float(row["train_time_s"]),
-            "test_subset": used_test, "eval_time_s_measured": float(row["eval_time_s"]),
-            "train_time_s_full": train_full, "eval_time_s": eval_full,
+    train_full = float(row[TRAIN_TIME]) * len(arrays.train_labels) / subset
+    eval_full = float(row[EVAL_TIME]) * num_test / used_test
+    return {"train_subset": subset, "train_time_s_measured": float(row[TRAIN_TIME]),
+            "test_subset": used_test, "eval_time_s_measured": float(row[EVAL_TIME]),
+            "train_time_s_full": train_full, EVAL_TIME: eval_full,
             "end_to_end_epoch_s": train_full + eval_full,
-            "first_epoch_s": float(first["epoch_time_s"]), "perf": s["perf"],
+            "first_epoch_s": float(first[EPOCH_TIME]), "perf": s["perf"],
             "note": "second of two epochs; the first (first_epoch_s) includes compilation/warm-up"}

@@ -11,6 +11,8 @@ import time
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
+from aprelu_exp.metrics import TRAIN_ACC, TRAIN_IMAGES_PER_S, VAL_ACC, VAL_ACC_ARTICLE
+
 
 def duration(seconds: float) -> str:
     seconds = int(round(seconds))
@@ -51,9 +53,9 @@ def _last_row_text(recorder) -> list[str]:
         return []
     r = recorder.rows[-1]
     # Accuracies: training, standard validation, the article's validation (batch statistics).
-    parts = [f"{label} {r[k]:.4f}" for label, k in (("train", "train_acc"), ("val", "val_acc"),
-                                                    ("article", "val_acc_article")) if r.get(k) is not None]
-    if r.get("train_images_per_s"):
+    parts = [f"{label} {r[k]:.4f}" for label, k in (("train", TRAIN_ACC), ("val", VAL_ACC),
+                                                    ("article", VAL_ACC_ARTICLE)) if r.get(k) is not None]
+    if r.get(TRAIN_IMAGES_PER_S):
         parts.append(f"{r['train_images_per_s']:.0f} img/s")
     return parts
 

@@ -6,9 +6,11 @@ from importlib import resources
 
 import yaml
 
+from aprelu_exp.metrics import TRAIN_ACC, TRAIN_LOSS_KERAS, VAL_ACC, VAL_ACC_ARTICLE, VAL_LOSS, VAL_LOSS_ARTICLE
+
 # Which of our metrics columns each article column corresponds to (same evaluation mode).
-ARTICLE_TO_RUN = {"loss": "train_loss_keras", "acc": "train_acc",
-                  "val_loss": "val_loss_article", "val_acc": "val_acc_article"}
+ARTICLE_TO_RUN = {"loss": TRAIN_LOSS_KERAS, "acc": TRAIN_ACC,
+                  VAL_LOSS: VAL_LOSS_ARTICLE, VAL_ACC: VAL_ACC_ARTICLE}
 
 
 @lru_cache(maxsize=1)

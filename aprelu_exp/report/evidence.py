@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aprelu_exp.errors import UserError
-from aprelu_exp.metrics import TEST_ACC, TEST_ACC_ARTICLE
+from aprelu_exp.metrics import TEST_ACC, TEST_ACC_ARTICLE, TRAIN_ACC, VAL_ACC, VAL_ACC_ARTICLE
 from aprelu_exp.settings import settings_without_seed
 
 CONFIDENCE = 0.95
@@ -38,10 +38,10 @@ MIN_RUNS_FOR_VERDICT = 3  # at n = 2 the t interval has 1 degree of freedom: a m
 ACCURACY_BOUNDS = (0.0, 1.0)  # every metric compared here is an accuracy
 # (column name, summary section, metric)
 METRICS = (
-    ("final_val_acc", "final", "val_acc"),
-    ("final_val_acc_article", "final", "val_acc_article"),
-    ("final_train_acc", "final", "train_acc"),
-    ("best_val_acc_article", "best", "val_acc_article"),
+    ("final_val_acc", "final", VAL_ACC),
+    ("final_val_acc_article", "final", VAL_ACC_ARTICLE),
+    ("final_train_acc", "final", TRAIN_ACC),
+    ("best_val_acc_article", "best", VAL_ACC_ARTICLE),
     # The test set, evaluated once at the end (the same as the final validation without data.val_split).
     (TEST_ACC, "test", TEST_ACC),
     (TEST_ACC_ARTICLE, "test", TEST_ACC_ARTICLE),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from aprelu_exp.metrics import L2_PENALTY, TEST_ACC, TEST_ACC_ARTICLE
+from aprelu_exp.metrics import L2_PENALTY, TEST_ACC, TEST_ACC_ARTICLE, TRAIN_ACC, TRAIN_IMAGES_PER_S, TRAIN_LOSS, VAL_ACC, VAL_ACC_ARTICLE, VAL_LOSS, VAL_LOSS_ARTICLE
 from aprelu_exp.report.article import ARTICLE_TO_RUN, reported_epochs
 from aprelu_exp.report.collect import RunInfo, setting_overrides
 from aprelu_exp.report.evidence import (COMPARISON_COLUMNS, GROUP_COLUMNS, MIN_RUNS_FOR_VERDICT, P_BETTER_THRESHOLD,
@@ -14,13 +14,13 @@ from aprelu_exp.runs.summary import metrics_summary
 TABLE_COLUMNS = (
     "label", "run", "record", "status", "changes_vs_parent", "overrides", "epochs", "schedule", "budget",
     "val_split", "final_val_acc", "best_val_acc", "best_val_acc_epoch", "final_val_acc_article",
-    "best_val_acc_article", "best_val_acc_article_epoch", "test_acc", "test_acc_article", "final_train_acc",
-    "wall_time_s", "train_images_per_s", "error",
+    "best_val_acc_article", "best_val_acc_article_epoch", TEST_ACC, TEST_ACC_ARTICLE, "final_train_acc",
+    "wall_time_s", TRAIN_IMAGES_PER_S, "error",
 )
 # report.md's runs table: the numbers read at 4 digits, the best epoch beside its value.
 MARKDOWN_COLUMNS = ("label", "run", "record", "status", "changes_vs_parent", "overrides", "epochs", "schedule",
-                    "final_val_acc", "best_val_acc", "final_val_acc_article", "best_val_acc_article", "test_acc",
-                    "test_acc_article", "final_train_acc", "wall_time_s", "train_images_per_s")
+                    "final_val_acc", "best_val_acc", "final_val_acc_article", "best_val_acc_article", TEST_ACC,
+                    TEST_ACC_ARTICLE, "final_train_acc", "wall_time_s", TRAIN_IMAGES_PER_S)
 
 
 def _fmt(v, digits=4):
@@ -94,17 +94,17 @@ def table_row(run: RunInfo) -> dict:
         "schedule": schedule_text(sched, gamma),
         "budget": sched.get("budget"),
         "val_split": split.get("val_split"),
-        "final_val_acc": _number(final.get("val_acc")),
-        "best_val_acc": _number((best.get("val_acc") or {}).get("value")),
-        "best_val_acc_epoch": (best.get("val_acc") or {}).get("epoch"),
-        "final_val_acc_article": _number(final.get("val_acc_article")),
-        "best_val_acc_article": _number((best.get("val_acc_article") or {}).get("value")),
-        "best_val_acc_article_epoch": (best.get("val_acc_article") or {}).get("epoch"),
-        "test_acc": _number(test.get(TEST_ACC)),
-        "test_acc_article": _number(test.get(TEST_ACC_ARTICLE)),
-        "final_train_acc": _number(final.get("train_acc")),
+        "final_val_acc": _number(final.get(VAL_ACC)),
+        "best_val_acc": _number((best.get(VAL_ACC) or {}).get("value")),
+        "best_val_acc_epoch": (best.get(VAL_ACC) or {}).get("epoch"),
+        "final_val_acc_article": _number(final.get(VAL_ACC_ARTICLE)),
+        "best_val_acc_article": _number((best.get(VAL_ACC_ARTICLE) or {}).get("value")),
+        "best_val_acc_article_epoch": (best.get(VAL_ACC_ARTICLE) or {}).get("epoch"),
+        TEST_ACC: _number(test.get(TEST_ACC)),
+        TEST_ACC_ARTICLE: _number(test.get(TEST_ACC_ARTICLE)),
+        "final_train_acc": _number(final.get(TRAIN_ACC)),
         "wall_time_s": _number(s.get("wall_time_s")),
-        "train_images_per_s": _number(s.get("train_images_per_s_median")),
+        TRAIN_IMAGES_PER_S: _number(s.get("train_images_per_s_median")),
         "error": run.error or "",
         **override_columns(run),
     }
@@ -158,7 +158,7 @@ def article_comparison(runs: list[RunInfo]) -> list[list]:
 def _markdown_cell(row: dict, column: str) -> str:
     if column in ("best_val_acc", "best_val_acc_article") and row[column] is not None:
         return f"{row[column]:.4f} (ep {row[column + '_epoch']})"
-    return _fmt(row[column], 1 if column in ("wall_time_s", "train_images_per_s") else 4)
+    return _fmt(row[column], 1 if column in ("wall_time_s", TRAIN_IMAGES_PER_S) else 4)
 
 
 def protocol_line(runs: list[RunInfo]) -> str:
@@ -211,15 +211,15 @@ def write_markdown(runs: list[RunInfo], rows: list[dict], plots: list[str], path
 
 # A metric's line style, the same in every panel and figure: the legend's key to the panels.
 STYLES = {"train": "-", "val": "--", "article": ":"}
-ACCURACY_PANELS = (("train_acc", "train accuracy", "train"),
-                   ("val_acc", "val_acc: running-BN statistics", "val"),
-                   ("val_acc_article", "val_acc_article: batch statistics (article)", "article"))
-LOSS_PANELS = (("train_loss", "train data loss (cross-entropy)", "train"),
-               ("val_loss", "val data loss (cross-entropy), running BN", "val"),
+ACCURACY_PANELS = ((TRAIN_ACC, "train accuracy", "train"),
+                   (VAL_ACC, "val_acc: running-BN statistics", "val"),
+                   (VAL_ACC_ARTICLE, "val_acc_article: batch statistics (article)", "article"))
+LOSS_PANELS = ((TRAIN_LOSS, "train data loss (cross-entropy)", "train"),
+               (VAL_LOSS, "val data loss (cross-entropy), running BN", "val"),
                ("val_data_loss_article", "val data loss (cross-entropy), batch stats (article)", "article"),
                (L2_PENALTY, "L2 term (l2 * sum w^2), at each epoch's end", "train"))
 # Where a run's test metric shows, as a marker at its last epoch (runs with data.val_split only).
-TEST_MARKERS = {"val_acc": TEST_ACC, "val_acc_article": TEST_ACC_ARTICLE}
+TEST_MARKERS = {VAL_ACC: TEST_ACC, VAL_ACC_ARTICLE: TEST_ACC_ARTICLE}
 
 
 def _curve(run: RunInfo, key: str) -> dict[int, float]:
@@ -227,8 +227,8 @@ def _curve(run: RunInfo, key: str) -> dict[int, float]:
     out = {}
     for r in run.rows:
         if key == "val_data_loss_article":
-            if r.get("val_loss_article") and r.get(L2_PENALTY):
-                out[int(r["epoch"])] = float(r["val_loss_article"]) - float(r[L2_PENALTY])
+            if r.get(VAL_LOSS_ARTICLE) and r.get(L2_PENALTY):
+                out[int(r["epoch"])] = float(r[VAL_LOSS_ARTICLE]) - float(r[L2_PENALTY])
         elif r.get(key):
             out[int(r["epoch"])] = float(r[key])
     return out
@@ -268,7 +268,8 @@ def _legend(fig, groups, keys: list[tuple[dict, str]]) -> None:
     handles = [Line2D([], [], color=f"C{i % 10}", lw=2.2, label=f"{g.label} (n={len(g.runs)})")
                for i, g in enumerate(groups)]
     handles += [Line2D([], [], color="0.3", **style, label=words) for style, words in keys]
-    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False)
+    # Long handles: at the default length a dashed or dotted key shows no gap and reads as solid.
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False, handlelength=5)
 
 
 def _style_keys(panels, test_shown: bool) -> list[tuple[dict, str]]:
@@ -379,9 +380,9 @@ def plot_group_curves(groups, out_dir: Path) -> list[str]:
 
     if not any(len(g.runs) >= 2 for g in groups):
         return []
-    panels = (("val_acc_article", "val_acc_article: group mean, 95 % t band", "article"),
-              ("val_acc", "val_acc: group mean, 95 % t band", "val"),
-              ("train_acc", "train_acc: group mean, 95 % t band", "train"))
+    panels = ((VAL_ACC_ARTICLE, "val_acc_article: group mean, 95 % t band", "article"),
+              (VAL_ACC, "val_acc: group mean, 95 % t band", "val"),
+              (TRAIN_ACC, "train_acc: group mean, 95 % t band", "train"))
     runs = sum(len(g.runs) for g in groups)
     plt, fig, axes = _small_multiples(panels, f"Group means per epoch with their 95 % t bands: {runs} finished "
                                               f"runs in {len(groups)} groups", 3)

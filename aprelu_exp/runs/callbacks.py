@@ -10,7 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from aprelu_exp.metrics import COLUMNS, CURVES, L2_PENALTY, TIMINGS
+from aprelu_exp.metrics import COLUMNS, CURVES, EPOCH_TIME, EVAL_TIME, L2_PENALTY, TIMINGS, TRAIN_IMAGES_PER_S, TRAIN_TIME
 from aprelu_exp.runs.rundir import METRICS_FILE, atomic_file, launched_as_global_zero, read_metrics_rows
 from aprelu_exp.runs.stop import stop_requests
 
@@ -123,13 +123,13 @@ class EpochRecorder(pl.Callback):
             row[key] = float(v.item() if isinstance(v, torch.Tensor) else v) if v is not None else None
         # The weights are the ones validation has just judged: the article's val_loss_article
         # holds this penalty, and val_loss_article - l2_penalty is its data loss.
-        penalty = getattr(pl_module, "l2_penalty", None)
+        penalty = getattr(pl_module, L2_PENALTY, None)
         row[L2_PENALTY] = float(penalty()) if callable(penalty) else None
         train_end = self._t_val or now
-        row["train_time_s"] = train_end - self._t0
-        row["eval_time_s"] = (self._t_val_end - self._t_val) if self._t_val and self._t_val_end else 0.0
-        row["epoch_time_s"] = now - self._t0
-        row["train_images_per_s"] = self._train_images / max(row["train_time_s"], 1e-9)
+        row[TRAIN_TIME] = train_end - self._t0
+        row[EVAL_TIME] = (self._t_val_end - self._t_val) if self._t_val and self._t_val_end else 0.0
+        row[EPOCH_TIME] = now - self._t0
+        row[TRAIN_IMAGES_PER_S] = self._train_images / max(row[TRAIN_TIME], 1e-9)
         self.rows.append(row)
         if trainer.is_global_zero:
             self._append(row)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import statistics
 
-BEST_OF = ("val_acc", "val_acc_article")
+from aprelu_exp.metrics import TRAIN_IMAGES_PER_S, VAL_ACC, VAL_ACC_ARTICLE
+
+BEST_OF = (VAL_ACC, VAL_ACC_ARTICLE)
 
 
 def _num(v):
@@ -25,7 +27,7 @@ def metrics_summary(rows: list[dict]) -> dict:
         if scored:
             value = max(v for v, _ in scored)
             best[key] = {"value": value, "epoch": next(e for v, e in scored if v == value)}
-    speeds = [_num(r.get("train_images_per_s")) for r in rows]
+    speeds = [_num(r.get(TRAIN_IMAGES_PER_S)) for r in rows]
     speeds = [s for s in speeds if s is not None]
     return {"epochs_completed": len(rows), "final": final, "best": best,
             "train_images_per_s_median": statistics.median(speeds) if speeds else None}

@@ -9,12 +9,13 @@ import math
 import warnings
 from pathlib import Path
 
+from aprelu_exp.metrics import TRAIN_ACC, VAL_ACC, VAL_ACC_ARTICLE
 from aprelu_exp.runs.rundir import read_metrics_rows
 from aprelu_exp.settings import is_setting_override
 from aprelu_exp.search.storage import load_study, recorded_storage
 
 log = logging.getLogger(__name__)
-TRIAL_COLUMNS = ("trial", "state", "value", "epochs_reported", "val_acc", "val_acc_article", "overrides", "run",
+TRIAL_COLUMNS = ("trial", "state", "value", "epochs_reported", VAL_ACC, VAL_ACC_ARTICLE, "overrides", "run",
                  "error")
 
 
@@ -51,7 +52,7 @@ def trial_rows(study) -> list[dict]:
 
 def last_epoch_values(rows: list[dict]) -> dict[str, float]:
     """The last completed epoch's accuracies in both validation modes (running-BN, the article's)."""
-    return {k: float(rows[-1][k]) for k in ("val_acc", "val_acc_article", "train_acc")
+    return {k: float(rows[-1][k]) for k in (VAL_ACC, VAL_ACC_ARTICLE, TRAIN_ACC)
             if rows and rows[-1].get(k) not in (None, "")}
 
 
@@ -61,7 +62,7 @@ def _last_epoch(trial) -> dict:
     run = trial.user_attrs.get("run_dir")
     if not last and run:
         last = last_epoch_values(read_metrics_rows(Path(run)))
-    return {k: f"{last[k]:.4f}" if k in last else "" for k in ("val_acc", "val_acc_article")}
+    return {k: f"{last[k]:.4f}" if k in last else "" for k in (VAL_ACC, VAL_ACC_ARTICLE)}
 
 
 def _md(header, rows) -> str:

@@ -9,16 +9,16 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from aprelu_exp.metrics import TEST_ACC, TEST_ACC_ARTICLE, TEST_LOSS, TEST_LOSS_ARTICLE
+from aprelu_exp.metrics import TEST_ACC, TEST_ACC_ARTICLE, TEST_LOSS, TEST_LOSS_ARTICLE, VAL_ACC, VAL_ACC_ARTICLE, VAL_LOSS, VAL_LOSS_ARTICLE
 from aprelu_exp.runs.lifecycle import EndsRunEarly
 from aprelu_exp.training.module import ARTICLE, STANDARD
 
 # metric name -> (evaluation mode, loss or accuracy, the validation column it mirrors)
 TEST_METRICS = {
-    TEST_LOSS: (STANDARD, 0, "val_loss"),
-    TEST_ACC: (STANDARD, 1, "val_acc"),
-    TEST_LOSS_ARTICLE: (ARTICLE, 0, "val_loss_article"),
-    TEST_ACC_ARTICLE: (ARTICLE, 1, "val_acc_article"),
+    TEST_LOSS: (STANDARD, 0, VAL_LOSS),
+    TEST_ACC: (STANDARD, 1, VAL_ACC),
+    TEST_LOSS_ARTICLE: (ARTICLE, 0, VAL_LOSS_ARTICLE),
+    TEST_ACC_ARTICLE: (ARTICLE, 1, VAL_ACC_ARTICLE),
 }
 
 
