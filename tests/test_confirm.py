@@ -169,15 +169,22 @@ def _source_storage(record_file: Path) -> tuple[str, str]:
     return found.group(1), found.group(2)
 
 
-def test_a_promoted_record_leads_back_to_its_study(tmp_path, conf_copy, monkeypatch):
-    # The study lies outside the project (run_root=/scratch/x/runs, say): the record names its
-    # storage by the absolute URL, and `search report` on that URL, from anywhere, finds the study.
+def _study_outside_the_project(tmp_path, monkeypatch):
+    """(run root, storage, working directory): a one-trial study under tmp/scratch/runs, and the
+    command started from another directory."""
     root = tmp_path / "scratch" / "runs"
     root.mkdir(parents=True)
     storage = _study(root, ["model.reduction=8"])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
+    return root, storage, elsewhere
+
+
+def test_a_promoted_record_leads_back_to_its_study(tmp_path, conf_copy, monkeypatch):
+    # The study lies outside the project (run_root=/scratch/x/runs, say): the record names its
+    # storage by the absolute URL, and `search report` on that URL, from anywhere, finds the study.
+    root, storage, elsewhere = _study_outside_the_project(tmp_path, monkeypatch)
     written = promote("s", "record_tsrc", storage=storage, conf_dir=conf_copy)
     assert written == conf_copy / "experiment" / "record_tsrc.yaml"
     study, url = _source_storage(written)
@@ -195,12 +202,7 @@ def test_promote_confirm_honours_run_root_and_records_where_it_went(tmp_path, co
     # from another directory: the runs, the report and the record's evidence all point under run_root.
     for key, value in cli_env.items():
         monkeypatch.setenv(key, value)
-    root = tmp_path / "scratch" / "runs"
-    root.mkdir(parents=True)
-    storage = _study(root, ["model.reduction=8"])
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
+    root, storage, elsewhere = _study_outside_the_project(tmp_path, monkeypatch)
     before = set((REPO / "runs" / "confirm").glob("*"))
     written = promote("s", "record_tconf", storage=storage, conf_dir=conf_copy, confirm=2, force=True,
                       overrides=[*TINY, f"run_root={root}"])
