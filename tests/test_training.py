@@ -119,3 +119,44 @@ def test_cosine_schedule_with_warmup_by_hand():
 
 def test_scaled_milestones_keep_their_fractions():
     assert scale_milestones([1500, 3000, 4500], 5000, 50) == [15, 30, 45]
+
+
+def _fit(module, epochs, root, ckpt_path=None):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))), batch_size=4)
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=root, accelerator="cpu", num_sanity_val_steps=0)
+    trainer.fit(module, data, ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.parametrize("optim", [
+    {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9},
+    {"_target_": "torch.optim.AdamW", "lr": 0.001, "betas": [0.9, 0.999], "weight_decay": 0.0},
+])
+def test_a_resumed_run_trains_with_the_optimizer_settings_its_config_now_holds(optim, tmp_path):
+    """Lightning restores the optimizer's settings from the checkpoint; `resume=RUN optim.lr=...`
+    must still train at the new values, or config.yaml would record an lr that never trained."""
+    from omegaconf import OmegaConf
+
+    from aprelu_exp import parts
+
+    def module(**changes):
+        node = OmegaConf.create({**optim, "_partial_": True, **changes})
+        step = parts.build("schedule", OmegaConf.create({"_target_": "aprelu_exp.training.schedule.KerasStepLR",
+                                                         "_partial_": True, "epochs": 4, "every": 2, "gamma": 0.1}))
+        return APReLUClassifier(_net(), parts.build("optim", node), step)
+
+    first = _fit(module(), 2, tmp_path)
+    first.save_checkpoint(tmp_path / "last.ckpt")
+    assert first.optimizers[0].param_groups[0]["lr"] == pytest.approx(optim["lr"] * 0.1)  # after epoch 2's drop
+    changed = {"lr": 0.5, "momentum": 0.5} if "momentum" in optim else {"lr": 0.5, "betas": [0.5, 0.6]}
+    resumed = _fit(module(**changed), 3, tmp_path, ckpt_path=tmp_path / "last.ckpt")
+    for group in resumed.optimizers[0].param_groups:
+        assert group["lr"] == pytest.approx(0.5 * 0.1) and group["initial_lr"] == 0.5  # epoch 3: one drop
+        for key, value in changed.items():
+            if key != "lr":
+                assert tuple(group[key]) == tuple(value) if isinstance(value, list) else group[key] == value

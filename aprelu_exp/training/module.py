@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from aprelu_exp import metrics as m
 from aprelu_exp.model import decayed_parameters
@@ -110,16 +111,18 @@ class APReLUClassifier(pl.LightningModule):
         # A resumed run gets its optimizer back from the checkpoint, hyper-parameters included. The
         # config's values (which `resume=RUN optim.lr=...` may override) are the ones that hold from
         # here on, as timm's resume does; for a fresh run this changes nothing.
+        # The config's values are read from an optimizer the factory builds afresh over the same
+        # groups, so any optimizer's settings (lr, momentum, betas...) are taken as configured.
         opt = self.optimizers(use_pl_optimizer=False)
-        settings = dict(getattr(self.optimizer_factory, "keywords", {}))
+        fresh = self.optimizer_factory([{"params": group["params"]} for group in opt.param_groups])
         sched = self.lr_schedulers()
-        lr = settings.pop("lr", None)
-        for group in opt.param_groups:
-            group.update({k: v for k, v in settings.items() if k in group})
-        if lr is not None and hasattr(sched, "factor"):
-            for group in opt.param_groups:
-                group.update(lr=lr * sched.factor(self.current_epoch), initial_lr=lr)
-            sched.base_lrs = [lr] * len(opt.param_groups)
+        for group, configured in zip(opt.param_groups, fresh.param_groups):
+            group.update({k: v for k, v in configured.items() if k not in ("params", "initial_lr")})
+        if isinstance(sched, LambdaLR):
+            lrs = [group["lr"] for group in fresh.param_groups]
+            for group, lr, factor in zip(opt.param_groups, lrs, sched.lr_lambdas):
+                group.update(lr=lr * factor(self.current_epoch), initial_lr=lr)
+            sched.base_lrs = lrs
 
     def on_train_epoch_start(self) -> None:
         opt = self.optimizers()
