@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 from aprelu_exp import cli_help  # noqa: E402
 from aprelu_exp.compose import check_conf_dir, explain, register_resolvers  # noqa: E402
 from aprelu_exp.errors import UserError, completion_fails_quietly  # noqa: E402
-from aprelu_exp.runs.stop_command import command_stops_cleanly  # noqa: E402
+from aprelu_exp.console.stop_command import command_stops_cleanly  # noqa: E402
 
 register_resolvers()
 cli_help.register()
@@ -51,7 +51,7 @@ def _config_dirs(argv: list[str]) -> list[str]:
 
 
 @completion_fails_quietly
-@command_stops_cleanly("aprelu-exp")
+@command_stops_cleanly("aprelu_exp")
 def main() -> None:
     argv = sys.argv[1:]
     if any(a in ("--help", "-h") for a in argv) and "--hydra-help" not in argv:

@@ -16,9 +16,9 @@ from aprelu_exp.errors import UserError
 from aprelu_exp.report.build import build_report
 from aprelu_exp.runs.callbacks import NonFiniteLossError
 from aprelu_exp.console.noise import quiet_third_party
-from aprelu_exp.runs.overrides import refuse_contradictions
+from aprelu_exp.overrides import refuse_contradictions
 from aprelu_exp.runs.stop import RunInterrupted
-from aprelu_exp.runs.stop_command import stopped_line
+from aprelu_exp.console.stop_command import stopped_line
 from aprelu_exp.runs.resume import resume_config
 from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, write_status
 from aprelu_exp.train import train
@@ -63,7 +63,7 @@ def run_job(cfg: DictConfig) -> float | None:
         summary = train(cfg, run_dir)
     except RunInterrupted as exc:
         if launched_as_global_zero():
-            print(stopped_line(exc, run_dir, "aprelu-exp"), file=sys.stderr, flush=True)
+            print(stopped_line(exc, run_dir), file=sys.stderr, flush=True)
             if multirun:
                 # The sweep stops here; its report still lists every job, this one as interrupted.
                 sweep_dir = Path(hc.sweep.dir)

@@ -2,9 +2,11 @@
 console script `aprelu-exp`, installed (not editable) into a fresh virtual environment, composes,
 helps, completes and trains from any folder; --help and completion never import torch."""
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
@@ -124,9 +126,25 @@ def test_answers_without_importing_torch(args, env, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_installed_command_trains_a_tiny_run_from_another_folder(installed, tmp_path, cifar_root):
-    out = _aprelu(installed, ["data.train_subset=100", "data.test_subset=100", "trainer.max_epochs=1", "logger=none",
-                              "trainer.enable_progress_bar=false"], tmp_path, APRELU_DATA_ROOT=str(cifar_root))
+def test_the_installed_command_trains_stops_and_resumes_from_another_folder(installed, tmp_path, cifar_root):
+    """Ctrl-C in the second epoch: the line names the command the user typed, and that command
+    finishes the run."""
+    marker = tmp_path / "paused"
+    small = ["data.train_subset=100", "data.test_subset=100", "trainer.max_epochs=2", "logger=none",
+             "trainer.enable_progress_bar=false"]
+    env = _env(APRELU_DATA_ROOT=str(cifar_root), APRELU_PAUSE_AT="validation", APRELU_PAUSE_MARKER=str(marker))
+    proc = subprocess.Popen([str(installed / "bin" / "aprelu-exp"), *small], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()[1][-3000:]
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err[-3000:]
+    (status,) = (tmp_path / "runs").rglob("status.json")
+    run = status.parent
+    assert f"Resume with: aprelu-exp resume={run}" in err
+    out = _aprelu(installed, [f"resume={run}"], tmp_path, APRELU_DATA_ROOT=str(cifar_root))
     assert out.returncode == 0, out.stderr[-3000:]
-    (summary,) = (tmp_path / "runs").rglob("summary.json")
-    assert '"status": "finished"' in summary.read_text()
+    assert '"status": "finished"' in (run / "summary.json").read_text()

@@ -14,7 +14,7 @@ from aprelu_exp.runs.rundir import STATUS_FILE, discard_unstarted, launched_as_g
 from aprelu_exp.runs.stop import RunInterrupted, stop_requests
 
 
-def stopped_line(exc: RunInterrupted, run_dir: Path | None, resume_command: str) -> str:
+def stopped_line(exc: RunInterrupted, run_dir: Path | None, resume_command: str | None = None) -> str:
     """The one line a stopped command prints: what stopped it, what it kept, how to go on. A run
     directory not yet taken (nothing but Hydra's bookkeeping) is removed."""
     if run_dir is None or not (Path(run_dir) / STATUS_FILE).exists():
@@ -24,7 +24,7 @@ def stopped_line(exc: RunInterrupted, run_dir: Path | None, resume_command: str)
     note = read_status(run_dir).get("error") or f"{exc}"
     if not (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
         return f"interrupted: {note}; {run_dir} keeps its config, start the run again to train it."
-    return f"interrupted: {note}. Resume with: {resume_command} resume={run_dir}"
+    return f"interrupted: {note}. Resume with: {resume_command or invoked_as('aprelu_exp')} resume={run_dir}"
 
 
 def exit_now(code: int) -> None:
@@ -46,7 +46,16 @@ def _hydra_run_dir() -> Path | None:
         return None
 
 
-def command_stops_cleanly(resume_command: str) -> Callable:
+def invoked_as(module: str) -> str:
+    """The command as the user typed it, for the line that tells them how to go on: the installed
+    script's name, or `python -m <module>`."""
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if not script or script in ("__main__.py", "-m", "-c") or script.endswith(".py"):
+        return f"python -m {module}"
+    return script
+
+
+def command_stops_cleanly(module: str) -> Callable:
     """Wrap a command's entry point: a stop anywhere in it (Hydra's start included) ends the
     process with one line on stderr and exit status 128 + the signal, never a traceback."""
 
@@ -60,7 +69,7 @@ def command_stops_cleanly(resume_command: str) -> Callable:
                 if isinstance(exc, KeyboardInterrupt):  # a Ctrl-C before the handlers were installed
                     exc = RunInterrupted(signal.SIGINT)
                 if not exc.reported:
-                    print(stopped_line(exc, _hydra_run_dir(), resume_command), file=sys.stderr, flush=True)
+                    print(stopped_line(exc, _hydra_run_dir(), invoked_as(module)), file=sys.stderr, flush=True)
                 exit_now(exc.exit_code)
             finally:
                 stop_requests.restore()
