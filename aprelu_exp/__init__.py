@@ -9,13 +9,15 @@ The packages form layers; a module imports only from its own package or from a l
                                 settings (what a run trains), flattened and compared
     model, data                 the APReLU ResNet; CIFAR-10, its checks and the Keras augmentation
     runs                        a run directory: its files and states, atomic writes, metrics.csv
-                                (writer and reader), checkpoints, lock, signals, resume, the run's
-                                life (lifecycle)
+                                (writer and reader), checkpoints, lock, stop requests, resume, the
+                                run's life (lifecycle)
     training, console           the Lightning module, the schedules, the perf policy, and the objects
                                 a run trains with, built from its config; what the terminal shows
-                                (progress) and the third-party noise kept from it
-    config_schema, sweep,       the project's own typed keys; the sweepers' replicates; the project's
-    loggers                     own Lightning logger (MLflow)
+                                (the first screen, progress, the line a stopped command ends with)
+                                and the third-party noise kept from it
+    config_schema, overrides,   the project's own typed keys; command-line overrides that contradict
+    sweep, loggers              each other; the sweepers' replicates; the project's own Lightning
+                                logger (MLflow)
     compose                     the conf/ tree, composing it, the records by name, composition errors
     search                      Optuna: storage, space, the study, the ask-launch-tell loop, the
                                 job's trial reporter (a configured callback)
@@ -37,7 +39,7 @@ LAYERS = (
     ("aprelu_exp.model", "aprelu_exp.data"),
     ("aprelu_exp.runs",),
     ("aprelu_exp.training", "aprelu_exp.console"),
-    ("aprelu_exp.config_schema", "aprelu_exp.sweep", "aprelu_exp.loggers"),
+    ("aprelu_exp.config_schema", "aprelu_exp.overrides", "aprelu_exp.sweep", "aprelu_exp.loggers"),
     ("aprelu_exp.compose",),
     ("aprelu_exp.search",),
     ("aprelu_exp.report",),

@@ -17,7 +17,7 @@ from aprelu_exp.runs.callbacks import EpochRecorder
 from aprelu_exp.runs.checkpoint import AtomicCheckpointIO, SplitStamp, network_signature
 from aprelu_exp.console.noise import quiet_third_party
 from aprelu_exp.console.progress import run_progress
-from aprelu_exp.runs.first_screen import FirstScreen, quiet_lightning_start
+from aprelu_exp.console.first_screen import FirstScreen, quiet_lightning_start
 from aprelu_exp.runs.resume import resume_checkpoint
 from aprelu_exp.training.build import build_datamodule, build_module, build_net, preflight
 from aprelu_exp.training.compile_cache import repair_compile_cache

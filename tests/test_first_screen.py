@@ -3,7 +3,7 @@ kind of schedule against hand-computed milestones."""
 import subprocess
 import sys
 
-from aprelu_exp.runs.first_screen import _epochs_line
+from aprelu_exp.console.first_screen import _epochs_line
 from test_cli import run_dirs
 
 

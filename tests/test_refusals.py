@@ -51,7 +51,7 @@ def test_a_completion_query_on_a_line_that_does_not_parse_offers_nothing(line):
 
 def test_which_override_pairs_contradict():
     from aprelu_exp.errors import UserError
-    from aprelu_exp.runs.overrides import refuse_contradictions
+    from aprelu_exp.overrides import refuse_contradictions
 
     for fine in (["budget=50"], ["trainer.max_epochs=3"], ["budget=null", "trainer.max_epochs=3"],
                  ["budget=0", "trainer.max_epochs=1"]):  # budget=0 gets its own message first
