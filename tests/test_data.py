@@ -97,3 +97,18 @@ def test_ddp_ranks_split_exactly_the_single_process_batches(cifar):
     other = list(BatchLoader(x, y, 100, norm, KerasAugment(KerasAugmentConfig()), shuffle=True, seed=5,
                              epoch_fn=lambda: 4))
     assert not torch.equal(other[0][1], single[0][1])
+
+
+def test_a_failed_download_says_how_to_fix_it_and_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    from aprelu_exp.data import cifar10
+
+    def offline(url, download_root, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(cifar10, "download_and_extract_archive", offline)
+    (tmp_path / "keep").mkdir()
+    root = tmp_path / "keep" / "made" / "data"
+    with pytest.raises(DataError) as err:
+        load_cifar10(root)
+    assert "downloading" in str(err.value) and "APRELU_DATA_ROOT" in str(err.value)
+    assert not (tmp_path / "keep" / "made").exists() and (tmp_path / "keep").is_dir()

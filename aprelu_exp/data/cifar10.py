@@ -5,6 +5,8 @@ download (``data.download=true`` with the files absent).
 """
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import os
 from dataclasses import dataclass
@@ -99,10 +101,15 @@ def verify(root: str | os.PathLike, check_digests: bool = True) -> dict[str, str
 
 
 def download(root: Path) -> None:
-    """Fetch and unpack the official binary archive into ``root`` (checked by its MD5)."""
+    """Fetch and unpack the official binary archive into ``root`` (checked by its MD5). A failed
+    download leaves no folder behind that it made (an empty data/ would look like a data root)."""
+    made = [p for p in (Path(root), *Path(root).parents) if not p.exists()]
     try:
         download_and_extract_archive(ARCHIVE_URL, download_root=str(root), md5=ARCHIVE_MD5)
     except Exception as exc:  # no network, proxy, disk full: one clear message
+        for folder in made:  # deepest first; a folder holding anything else stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise DataError(f"CIFAR-10 is not in {root / SUBDIR} and downloading {ARCHIVE_URL} failed "
                         f"({type(exc).__name__}: {exc}). {_fix(root)}") from None
 
