@@ -103,6 +103,7 @@ def test_a_failed_download_says_how_to_fix_it_and_leaves_no_folder_it_made(tmp_p
     from aprelu_exp.data import cifar10
 
     def offline(url, download_root, **kwargs):
+        Path(download_root).mkdir(parents=True, exist_ok=True)  # as torchvision does before fetching
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(cifar10, "download_and_extract_archive", offline)
