@@ -23,6 +23,35 @@ from aprelu_exp.settings import flatten
 # In a checkout a link to the repository's conf/; in an installed wheel the configs themselves.
 CONF_DIR = Path(__file__).parent / "conf"
 PACKAGE_HEADER = re.compile(r"#\s*@package\s+(\S+)")
+# A user's own config folder (the records commands' --config-dir, as the main command's): searched
+# before the package's, so its records and parts compose, and new records are written there.
+_user_config_dir: Path | None = None
+
+
+def use_config_dir(path: str | Path | None) -> None:
+    global _user_config_dir
+    if path is None:
+        _user_config_dir = None
+        return
+    path = Path(path).resolve()
+    if not path.is_dir():
+        raise UserError(f"--config-dir {path}: no such folder. Give the folder that holds your own "
+                        f"configs (experiment/<record>.yaml, optim/<name>.yaml, ...).")
+    _user_config_dir = path
+
+
+def user_config_dir() -> Path | None:
+    return _user_config_dir
+
+
+def config_dir_args() -> list[str]:
+    """The main command's arguments that search the same user folder."""
+    return [f"--config-dir={_user_config_dir}"] if _user_config_dir else []
+
+
+def writable_conf_dir() -> Path:
+    """Where a new record is written: the user's folder when one is given, else the package's."""
+    return _user_config_dir or CONF_DIR
 
 
 def check_conf_dir() -> Path:
@@ -48,20 +77,32 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), hydra_config: bo
         if GlobalHydra.instance().is_initialized():
             # Inside a running Hydra app (a sweep callback): it already searches this conf dir.
             return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+        searched = [f"hydra.searchpath=[file://{_user_config_dir}]"] if _user_config_dir else []
         with initialize_config_dir(config_dir=str(check_conf_dir()), version_base="1.3"):
-            return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+            return compose("config", overrides=searched + overrides, return_hydra_config=hydra_config)
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(explain(exc, overrides)) from None
 
 
 def record_names() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+    dirs = [d for d in (_user_config_dir, CONF_DIR) if d is not None]
+    return sorted({p.stem for d in dirs for p in (d / "experiment").glob("*.yaml")})
+
+
+def record_file(name: str) -> Path:
+    """The file a record is read from and its evidence written to (the user's folder first, as Hydra
+    searches it)."""
+    for d in (_user_config_dir, CONF_DIR):
+        if d is not None and (d / "experiment" / f"{name}.yaml").is_file():
+            return d / "experiment" / f"{name}.yaml"
+    raise UserError(f"No record named {name!r}; known records: {', '.join(record_names())}.")
 
 
 def compose_record(name: str, overrides: list[str] | tuple[str, ...] | None = None) -> DictConfig:
     if name not in record_names():
         raise UserError(f"No record named {name!r}; known records: {', '.join(record_names())}. "
-                        f"A record is a file conf/experiment/<name>.yaml.")
+                        f"A record is a file conf/experiment/<name>.yaml (or experiment/<name>.yaml in "
+                        f"the folder given with --config-dir).")
     return compose_config([f"experiment={name}", *(overrides or [])])
 
 

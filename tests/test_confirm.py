@@ -59,45 +59,46 @@ def test_confirm_trains_both_sides_and_writes_only_what_it_confirmed(tmp_path, c
     monkeypatch.chdir(tmp_path)
     for key, value in cli_env.items():
         monkeypatch.setenv(key, value)
-    # A record of this test's own (record 16 with plain ReLU), so the log's records stay untouched.
+    # A record of this test's own (record 16 with plain ReLU) in a config folder of the user's, on
+    # the search path through --config-dir: the checkout's conf/ is never written.
     name = "record_tconfirm"
-    path = CONF_DIR / "experiment" / f"{name}.yaml"
+    mine = tmp_path / "my_conf"
+    (mine / "experiment").mkdir(parents=True)
+    path = mine / "experiment" / f"{name}.yaml"
     saved = (f"# @package _global_\n# a test record\ndefaults:\n- record_16\n- _self_\n\nrecord:\n  name: {name}\n"
              f"  parent: record_16\n  provenance: searched\n  source: test\n  change: relu\nmodel:\n"
              f"  activation: relu\n")
     path.write_text(saved)
-    try:
-        # Two seeds a side never make a verdict (at n=2 the t interval of the paired differences is
-        # +-12.7 standard errors wide): nothing is written, exit 1.
-        out = run_module("aprelu_exp.records", ["confirm", name, "--seeds", "2", *TINY], env=cli_env,
-                         cwd=tmp_path)
-        assert out.returncode == 1, out.stderr[-3000:]
-        assert f"not confirmed: {name} was not confirmed" in out.stderr
-        assert re.search(r": no verdict \(n=2 < 3 runs per group\) \(", out.stderr), out.stderr
-        assert path.read_text() == saved
-        (confirm_dir,) = list((tmp_path / "runs" / "confirm").iterdir())
-        for side in ("parent", "candidate"):
-            runs = sorted(p for p in (confirm_dir / side).iterdir() if (p / "summary.json").exists())
-            assert len(runs) == 2, side
-        cfgs = [yaml.safe_load((p / "config.yaml").read_text())
-                for p in sorted((confirm_dir / "candidate").iterdir()) if (p / "config.yaml").exists()]
-        assert [c["seed"] for c in cfgs] == [0, 1] and {c["record"]["name"] for c in cfgs} == {name}
-        assert {c["model"]["activation"] for c in cfgs} == {"relu"}
-        assert f"{name},record_16," in (confirm_dir / "report" / "comparisons.csv").read_text()
-        # --force writes the evidence, marked unconfirmed; `records list` shows it.
-        forced = run_module("aprelu_exp.records", ["confirm", name, "--seeds", "2", "--force", *TINY],
-                            env=cli_env, cwd=tmp_path)
-        assert forced.returncode == 0, forced.stderr[-3000:]
-        evidence = yaml.safe_load(path.read_text())["record"]["evidence"]
-        assert evidence["confirmed"] is False and evidence["n"] == 2 and evidence["seeds"] == [0, 1]
-        assert evidence["metric"] == "final_val_acc_article" and "data.train_subset=200" in evidence["settings"]
-        assert evidence["ci"][0] <= evidence["mean"] <= evidence["ci"][1]
-        assert path.read_text().startswith("# @package _global_")
-        listing = run_module("aprelu_exp.records", ["list"]).stdout
-        assert "UNCONFIRMED" in listing
-    finally:
-        path.unlink(missing_ok=True)
-        shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+    checkout_records = sorted((CONF_DIR / "experiment").iterdir())
+    # Two seeds a side never make a verdict (at n=2 the t interval of the paired differences is
+    # +-12.7 standard errors wide): nothing is written, exit 1.
+    confirm = ["--config-dir", mine, "confirm", name, "--seeds", "2"]
+    out = run_module("aprelu_exp.records", [*confirm, *TINY], env=cli_env, cwd=tmp_path)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert f"not confirmed: {name} was not confirmed" in out.stderr
+    assert re.search(r": no verdict \(n=2 < 3 runs per group\) \(", out.stderr), out.stderr
+    assert path.read_text() == saved
+    (confirm_dir,) = list((tmp_path / "runs" / "confirm").iterdir())
+    for side in ("parent", "candidate"):
+        runs = sorted(p for p in (confirm_dir / side).iterdir() if (p / "summary.json").exists())
+        assert len(runs) == 2, side
+    cfgs = [yaml.safe_load((p / "config.yaml").read_text())
+            for p in sorted((confirm_dir / "candidate").iterdir()) if (p / "config.yaml").exists()]
+    assert [c["seed"] for c in cfgs] == [0, 1] and {c["record"]["name"] for c in cfgs} == {name}
+    assert {c["model"]["activation"] for c in cfgs} == {"relu"}
+    assert f"{name},record_16," in (confirm_dir / "report" / "comparisons.csv").read_text()
+    # --force writes the evidence, marked unconfirmed; `records list` shows it.
+    forced = run_module("aprelu_exp.records", [*confirm, "--force", *TINY], env=cli_env, cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    evidence = yaml.safe_load(path.read_text())["record"]["evidence"]
+    assert evidence["confirmed"] is False and evidence["n"] == 2 and evidence["seeds"] == [0, 1]
+    assert evidence["metric"] == "final_val_acc_article" and "data.train_subset=200" in evidence["settings"]
+    assert evidence["ci"][0] <= evidence["mean"] <= evidence["ci"][1]
+    assert path.read_text().startswith("# @package _global_")
+    listing = run_module("aprelu_exp.records", ["--config-dir", mine, "list"]).stdout
+    assert "UNCONFIRMED" in listing and name in listing
+    assert name not in run_module("aprelu_exp.records", ["list"]).stdout
+    assert sorted((CONF_DIR / "experiment").iterdir()) == checkout_records
 
 
 def _commands_of_a_confirmation(tmp_path, monkeypatch, *extra):
@@ -214,3 +215,23 @@ def test_promote_confirm_honours_run_root_and_records_where_it_went(tmp_path, co
     assert (confirm_dir / "report" / "comparisons.csv").is_file()
     assert list(elsewhere.iterdir()) == [] and set((REPO / "runs" / "confirm").glob("*")) == before
     assert _source_storage(written)[1] == f"sqlite:///{root / 'optuna.db'}"
+
+
+def test_a_users_config_folder_holds_the_records_it_promotes_and_composes_them(tmp_path):
+    """`records --config-dir DIR`: a new record is written into DIR/experiment (never the package's
+    conf/), and list, show and diff find it there, as the main command's --config-dir does."""
+    storage = _study(tmp_path, ["model.reduction=8"])
+    mine = tmp_path / "my_conf"
+    mine.mkdir()
+    before = sorted((CONF_DIR / "experiment").iterdir())
+    out = run_module("aprelu_exp.records", ["--config-dir", mine, "promote", "s", "--storage", storage,
+                                            "--name", "record_tmine"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (mine / "experiment" / "record_tmine.yaml").is_file()
+    assert sorted((CONF_DIR / "experiment").iterdir()) == before
+    diff = run_module("aprelu_exp.records", ["--config-dir", mine, "diff", "record_16", "record_tmine"])
+    assert diff.returncode == 0 and "model.reduction: 16 -> 8" in diff.stdout, diff.stdout + diff.stderr
+    assert "record_tmine" in run_module("aprelu_exp.records", ["--config-dir", mine, "list"]).stdout
+    assert "record_tmine" not in run_module("aprelu_exp.records", ["list"]).stdout
+    missing = run_module("aprelu_exp.records", ["--config-dir", tmp_path / "nowhere", "list"])
+    assert missing.returncode == 2 and "--config-dir" in missing.stderr and "no such folder" in missing.stderr

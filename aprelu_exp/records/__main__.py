@@ -7,6 +7,7 @@ import sys
 
 from omegaconf import OmegaConf
 
+from aprelu_exp.compose import use_config_dir
 from aprelu_exp.errors import run_command
 from aprelu_exp.records.confirm import confirm_record
 from aprelu_exp.records.lineage import lineage, load_config
@@ -102,6 +103,9 @@ def cmd_confirm(args) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.records", description=__doc__)
+    parser.add_argument("--config-dir", metavar="DIR", help="your own config folder, searched before the "
+                        "package's (as `aprelu-exp --config-dir DIR`): its experiment/*.yaml are records, "
+                        "and promote writes new records there")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the lineage as a tree")
     p_show = sub.add_parser("show", help="a record's fully resolved config")
@@ -137,7 +141,12 @@ def main(argv=None) -> int:
         args.overrides = [*args.overrides, *extra]
     commands = {"list": cmd_list, "show": lambda: cmd_show(args.ref), "diff": lambda: cmd_diff(args.a, args.b),
                 "promote": lambda: cmd_promote(args), "confirm": lambda: cmd_confirm(args)}
-    return run_command(commands[args.cmd])
+
+    def command() -> None:
+        use_config_dir(args.config_dir)  # also clears an earlier call's folder (the tests call main in process)
+        commands[args.cmd]()
+
+    return run_command(command)
 
 if __name__ == "__main__":
     sys.exit(main())

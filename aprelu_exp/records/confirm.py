@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from aprelu_exp.compose import CONF_DIR, compose_config, compose_record
+from aprelu_exp.compose import compose_config, compose_record, config_dir_args, record_file
 from aprelu_exp.errors import UserError
 from aprelu_exp.records.lineage import lineage
 from aprelu_exp.report.build import build_report
@@ -58,7 +58,7 @@ def run_confirmation(parent: str, candidate: list[str], seeds: int, settings: li
     out_dir = Path(out_dir)
     dirs = {"parent": out_dir / "parent", "candidate": out_dir / "candidate"}
     for side, overrides in (("parent", [f"experiment={parent}"]), ("candidate", candidate)):
-        cmd = [sys.executable, "-m", "aprelu_exp", "-m", *overrides, *settings, f"replicates={seeds}",
+        cmd = [sys.executable, "-m", "aprelu_exp", *config_dir_args(), "-m", *overrides, *settings, f"replicates={seeds}",
                f"hydra.sweep.dir={dirs[side]}"]
         print(f"confirm: {side}: python -m aprelu_exp {' '.join(cmd[3:])}", flush=True)
         done = subprocess.run(cmd)
@@ -155,7 +155,7 @@ def confirm_record(name: str, seeds: int, overrides: list[str], force: bool = Fa
     if not evidence["confirmed"] and not force:
         raise NotConfirmed(f"{name} was not confirmed: {describe(evidence, parent)} Its file was left as it "
                            f"was; --force writes the evidence, marked unconfirmed.")
-    path = CONF_DIR / "experiment" / f"{name}.yaml"
+    path = record_file(name)
     write_evidence(path, evidence)
     return path
 

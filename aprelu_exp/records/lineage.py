@@ -5,7 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from aprelu_exp.compose import CONF_DIR, compose_record, record_names
+from aprelu_exp.compose import compose_record, record_file, record_names
 from aprelu_exp.config_schema import RecordSchema
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.rundir import find_config
@@ -32,6 +32,6 @@ def lineage() -> dict[str, dict]:
     composition costs about a second, and a child would inherit its parent's evidence)."""
     out = {}
     for name in record_names():
-        rec = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml").get("record") or {}
+        rec = OmegaConf.load(record_file(name)).get("record") or {}
         out[name] = {**dict.fromkeys(RECORD_KEYS), **OmegaConf.to_container(rec, resolve=True)}
     return out

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from aprelu_exp.compose import CONF_DIR, compose_record, record_names
+from aprelu_exp.compose import compose_record, record_names, writable_conf_dir
 from aprelu_exp.errors import UserError
 from aprelu_exp.records.confirm import (SETTING_KEYS, NotConfirmed, confirm_out_dir, describe, merge_settings,
                                         run_confirmation)
@@ -102,7 +102,7 @@ def objective_metric(objective: dict) -> str:
 
 
 def promote(ref: str, name: str, storage: str | None = None, number: int | None = None,
-            force: bool = False, conf_dir: Path = CONF_DIR, confirm: int | None = None,
+            force: bool = False, conf_dir: Path | None = None, confirm: int | None = None,
             overrides: list[str] | None = None, out_dir: Path | None = None) -> Path:
     """Write the trial as conf/experiment/NAME.yaml. With confirm=N, first train it and its parent with
     N seeds each (the search's settings, `overrides` on top) and write only when the candidate is
@@ -118,7 +118,7 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
                         f"the records ({', '.join(record_names())}).")
     if name == parent:
         raise UserError(f"--name {name} is the parent record itself; choose a new name.")
-    target = Path(conf_dir) / "experiment" / f"{name}.yaml"
+    target = Path(conf_dir or writable_conf_dir()) / "experiment" / f"{name}.yaml"
     if target.exists() and not force:
         raise UserError(f"{target} exists; choose another --name, or pass --force to replace it.")
     trial_overrides = list(trial.user_attrs.get("overrides") or [])
@@ -158,6 +158,7 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
               f"{parent}\n# (python -m aprelu_exp.records promote). Only the keys the trial changed are set.\n")
     text = header + yaml.safe_dump({"defaults": [parent, "_self_"]}, sort_keys=False) + "\n" + \
         yaml.safe_dump(body, sort_keys=False, width=1000)
+    target.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(target, text)
     try:
         written = config_diff(parent_cfg, compose_record(name))
