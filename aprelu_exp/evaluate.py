@@ -1,5 +1,6 @@
 """`python -m aprelu_exp.evaluate RUN_DIR [ckpt=best|last] [data.KEY=VALUE ...] [--out DIR]`: a run's
-checkpoint, rebuilt from the run's own config.yaml, on the test set in both validation modes.
+checkpoint, rebuilt from the run's own config.yaml, on its validation and test images in both
+validation modes.
 
 It writes `RUN_DIR/eval/<ckpt>.json` (or `DIR/<ckpt>.json` with --out): the metrics under the names
 of metrics.csv (`val_loss`, `val_acc`, `val_loss_article`, `val_acc_article`) and of summary.json's
@@ -216,11 +217,11 @@ def main(argv=None) -> int:
                         help="the checkpoint (best, the default, or last) and data overrides such as "
                              "data.test_subset=1000")
     parser.add_argument("--checkpoint", choices=RESUME_FROM, help="the same as ckpt=")
-    parser.add_argument("--out", type=Path, help="write <ckpt>.json and <ckpt>_confusion.png here "
+    parser.add_argument("--out", type=Path, metavar="DIR", help="write <ckpt>.json and <ckpt>_confusion.png here "
                                                  "instead of RUN_DIR/eval/")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to evaluate (auto: a CUDA GPU where one is visible, else the CPU)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options before, between or after the overrides
 
     def action():
         which, overrides = _split_arguments(args.overrides, args.checkpoint)
