@@ -178,7 +178,7 @@ def evaluate_checkpoint(run_dir: Path, which: str = "best", overrides: list[str]
         for into, part in zip((metrics, per_class, confusion), named_results(results_of, names)):
             into.update(part)
     report = {
-        "run": str(run_dir), "checkpoint": f"{which}.ckpt", "epoch": epoch, "overrides": overrides,
+        "run": str(run_dir.resolve()), "checkpoint": f"{which}.ckpt", "epoch": epoch, "overrides": overrides,
         "validation": (f"the held-out training images ({split_text(dm.split())}); test_*: the test set"
                        if dm.split() else "the test set (no data.val_split): val_* and test_* are the same numbers"),
         "images": {"val": len(dm.val_y) if dm.split() else len(dm.test_y), "test": len(dm.test_y)},
