@@ -21,7 +21,8 @@ The packages form layers; a module imports only from its own package or from a l
     compose                     the conf/ tree, composing it, the records by name, composition errors
     search                      Optuna: storage, space, the study, the ask-launch-tell loop, the
                                 job's trial reporter (a configured callback)
-    report                      reports of runs, sweeps and studies; evidence; the article's numbers
+    report                      reports of runs, sweeps and studies; evidence; the article's numbers;
+                                the confusion-matrix figure
     records                     the lineage, promotion and confirmation of records
     train, cli_help             the composition root; the --help text
     job                         one job of the main command: train, and how a run ends

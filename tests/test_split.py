@@ -76,16 +76,21 @@ def test_a_run_with_a_split_validates_on_training_images_and_tests_once(make_cfg
     assert summary["final"]["val_acc"] == pytest.approx(val, abs=1e-6)
     plain_test = _accuracy(net, cifar.test_images[:200], cifar.test_labels[:200], mean)
     assert test["test_acc"] == pytest.approx(plain_test, abs=1e-6)
-    # `evaluate` of the same checkpoint, through the command: the same test numbers, kept beside the run.
-    out = run_module("aprelu_exp.evaluate", [run, "--checkpoint", "last"])
+    # `evaluate` of the same checkpoint, through the command: the split's val_* as metrics.csv has
+    # them and the same test numbers, kept beside the run.
+    out = run_module("aprelu_exp.evaluate", [run, "ckpt=last", "--device", "cpu"])
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "last.ckpt (epoch 1) on 200 test images: test_acc " in out.stdout
-    again = json.loads((run / "test_last.json").read_text())
+    assert "held-out split (data.val_split=100 data.split_seed=0), 100 training images: val_acc " in out.stdout
+    assert "test set, 200 images: test_acc " in out.stdout
+    again = json.loads((run / "eval" / "last.json").read_text())
+    assert again["split"] == {"val_split": 100, "split_seed": 0} and again["images"] == {"val": 100, "test": 200}
     for key in ("test_acc", "test_acc_article", "test_loss", "test_loss_article"):
         assert again[key] == pytest.approx(test[key], abs=1e-6), key
+    for key in ("val_acc", "val_acc_article"):
+        assert again[key] == pytest.approx(summary["final"][key], abs=1e-6), key
     assert again["test_acc"] == pytest.approx(plain_test, abs=1e-6)
-    bad = run_module("aprelu_exp.evaluate", [run / "nope"])
-    assert bad.returncode == 2 and "no config.yaml there" in bad.stderr
+    assert again["val_acc"] == pytest.approx(val, abs=1e-6)
+    assert sum(map(sum, again["confusion"]["val_acc"])) == 100 and sum(map(sum, again["confusion"]["test_acc"])) == 200
     # TensorBoard's x-axis is the epoch, from 1, for the epoch's metrics and the test metrics alike.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -59,9 +59,11 @@ class SplitStamp(pl.Callback):
         checkpoint[SPLIT_KEY] = self.split
 
 
-def check_compatible(ckpt_path: Path, signature: dict, net_state: dict, split: dict | None = None) -> int:
+def check_compatible(ckpt_path: Path, signature: dict, net_state: dict, split: dict | None = None,
+                     fix: str | None = None) -> int:
     """Refuse to resume from a checkpoint of another network, or one trained on another held-out
     split (its training images differ), naming what differs; return the epoch the checkpoint ends.
+    ``fix``: the way on that a refusal names, for a caller that does not resume (the evaluate command).
     Which settings are architecture is derived, not listed: the checkpoint fits where its network's
     tensors have the names and shapes of the network that the config builds (``net_state``); a
     setting that shapes nothing (bn_eps, l2) may change."""
@@ -77,7 +79,7 @@ def check_compatible(ckpt_path: Path, signature: dict, net_state: dict, split: d
                                 f"this tool's checkpoints") from None
     if saved is None:
         raise UserError(f"checkpoint {ckpt_path} does not say which network it holds (not written by "
-                        f"aprelu_exp); start a new run instead of resuming from it.")
+                        f"aprelu_exp); {fix or 'start a new run instead of resuming from it.'}")
     shapes = tensor_shapes(net_state)
     if saved_shapes != shapes or saved.get("activation") != signature.get("activation"):
         a, b = _flat(saved), _flat(signature)
@@ -87,12 +89,12 @@ def check_compatible(ckpt_path: Path, signature: dict, net_state: dict, split: d
                        or [k for k in shapes if saved_shapes.get(k) != shapes[k]])
             diffs = [f"the tensor net.{changed[0]} differs ({len(changed)} tensors in all)"]
         raise UserError(f"checkpoint {ckpt_path} holds a different network than the config asks for "
-                        f"({'; '.join(diffs)}). Resume without changing the model, or start a new run "
-                        f"with the new settings.")
+                        f"({'; '.join(diffs)}). "
+                        + (fix or "Resume without changing the model, or start a new run with the new settings."))
     if (saved_split or None) != (split or None):
         raise UserError(f"checkpoint {ckpt_path} was trained with {split_text(saved_split)}, but the config asks "
-                        f"for {split_text(split)}: its training and validation images differ. Resume with the "
-                        f"run's own data.val_split and data.split_seed, or start a new run.")
+                        f"for {split_text(split)}: its training and validation images differ. "
+                        + (fix or "Resume with the run's own data.val_split and data.split_seed, or start a new run."))
     return epoch
 
 

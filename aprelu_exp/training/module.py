@@ -80,16 +80,19 @@ class APReLUClassifier(pl.LightningModule):
         self._log_epoch(m.TRAIN_ACC, acc, n)
         return loss
 
-    def evaluate_batch(self, x: torch.Tensor, y: torch.Tensor, mode: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, accuracy) of one batch in one evaluation mode (STANDARD or ARTICLE)."""
+    def evaluate_logits(self, x: torch.Tensor, y: torch.Tensor, mode: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of one batch in one evaluation mode (STANDARD or ARTICLE)."""
         if mode == ARTICLE:
             with batchnorm_batch_statistics(self.net):
                 logits = self(x).float()
             # The article's val_loss is Keras' total loss, L2 penalty included.
-            loss = F.cross_entropy(logits, y) + self.l2_penalty()
-        else:
-            logits = self(x).float()
-            loss = F.cross_entropy(logits, y)
+            return F.cross_entropy(logits, y) + self.l2_penalty(), logits
+        logits = self(x).float()
+        return F.cross_entropy(logits, y), logits
+
+    def evaluate_batch(self, x: torch.Tensor, y: torch.Tensor, mode: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, accuracy) of one batch in one evaluation mode (STANDARD or ARTICLE)."""
+        loss, logits = self.evaluate_logits(x, y, mode)
         return loss, (logits.argmax(1) == y).float().mean()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
