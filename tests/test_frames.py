@@ -110,6 +110,24 @@ def test_the_package_loads_pandas_only_for_the_frames(tmp_path):
     assert "FRAME True True" in out.stdout
 
 
+def test_a_sweep_job_that_crashed_before_its_run_began_is_a_failed_run(tmp_path, cli_env, monkeypatch):
+    """A crash before the run directory is taken (here building the network) still leaves a run the
+    sweep's report lists as failed, so a sweep whose every job crashed is a failed command."""
+    from aprelu_exp import train
+    from inprocess import run_cli
+
+    def crash(cfg, check_only=False):
+        raise RuntimeError("boom while building")
+
+    monkeypatch.setattr(train, "build_net", crash)
+    out = run_cli(["-m", f"run_root={tmp_path}", "model.reduction=4", "data.train_subset=200", "data.test_subset=100",
+                   "trainer.max_epochs=1", "logger=none"], cli_env)
+    assert out.returncode == 1 and "every job of the sweep failed" in out.stderr, out.stderr[-2000:]
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    (row,) = csv.DictReader(open(sweep / "runs.csv"))
+    assert (row["status"], row["error"]) == ("failed", "RuntimeError: boom while building")
+
+
 # -- a real sweep ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
