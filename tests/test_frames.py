@@ -179,6 +179,8 @@ def test_frames_of_a_real_sweep_match_its_files(real_sweep):
         for column in rows[0]:
             assert list(mine[column].astype(float)) == [float(r[column]) for r in rows], column
     assert set(metrics.run) == {r.name for r in runs} and len(metrics) == 4
+    # The groups as the sweep's own report named them.
+    assert set(frame.group) == {g["group"] for g in csv.DictReader(open(sweep / "groups.csv"))}
 
 
 @pytest.mark.slow
