@@ -10,7 +10,7 @@ The packages form layers; a module imports only from its own package or from a l
     model, data                 the APReLU ResNet; CIFAR-10, its checks and the Keras augmentation
     runs                        a run directory: its files and states, atomic writes, metrics.csv
                                 (writer and reader), checkpoints, lock, stop requests, resume, the
-                                run's life (lifecycle)
+                                run's life (lifecycle); the one reader of run directories (reader)
     training, console           the Lightning module, the schedules, the perf policy, and the objects
                                 a run trains with, built from its config; what the terminal shows
                                 (the first screen, progress, the line a stopped command ends with)
@@ -22,7 +22,8 @@ The packages form layers; a module imports only from its own package or from a l
     search                      Optuna: storage, space, the study, the ask-launch-tell loop, the
                                 job's trial reporter (a configured callback)
     report                      reports of runs, sweeps and studies; evidence; the article's numbers;
-                                the confusion-matrix figure
+                                the confusion-matrix figure; runs as pandas DataFrames (frames:
+                                runs_frame, metrics_frame, which this package exposes lazily)
     records                     the lineage, promotion and confirmation of records
     train, cli_help             the composition root; the --help text
     job                         one job of the main command: train, and how a run ends
@@ -49,3 +50,20 @@ LAYERS = (
     ("aprelu_exp.job",),
     ("aprelu_exp.bench", "aprelu_exp.evaluate", "aprelu_exp.__main__"),
 )
+
+# The Python API for notebooks, loaded on first use: `import aprelu_exp` (and so the commands' --help)
+# stays free of pandas and torch.
+LAZY = {"runs_frame": "aprelu_exp.report.frames", "metrics_frame": "aprelu_exp.report.frames"}
+__all__ = ["LAYERS", *LAZY]
+
+
+def __getattr__(name: str):
+    if name in LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(LAZY[name]), name)
+    raise AttributeError(f"module 'aprelu_exp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *LAZY])

@@ -20,7 +20,7 @@ from aprelu_exp.overrides import refuse_contradictions
 from aprelu_exp.runs.stop import RunInterrupted
 from aprelu_exp.console.stop_command import stopped_line
 from aprelu_exp.runs.resume import resume_config
-from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, write_status
+from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, read_status, write_status
 from aprelu_exp.train import train
 
 log = logging.getLogger("aprelu_exp")
@@ -86,9 +86,13 @@ def run_job(cfg: DictConfig) -> float | None:
         if multirun:
             return None
         sys.exit(3)
-    except Exception:
+    except Exception as exc:
         if multirun:
-            # One failed job must not end the sweep; its status.json already says why.
+            # One failed job must not end the sweep; its status.json says why (written here where
+            # it failed before its run directory was taken: a job without one is no run to a report).
+            if launched_as_global_zero() and read_status(run_dir).get("status") == "unknown":
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
             log.exception("job %s failed; the sweep continues", hc.job.num)
             return None
         raise

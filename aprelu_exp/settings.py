@@ -34,9 +34,9 @@ def flatten(node: Any, prefix: str = "", index_lists: bool = True) -> dict[str, 
     return {prefix: node}
 
 
-def settings(cfg: DictConfig) -> dict[str, Any]:
-    """The run's settings as dotted keys and resolved values."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+def settings(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
+    """The run's settings as dotted keys and resolved values (resolve=False: as written)."""
+    data = OmegaConf.to_container(cfg, resolve=resolve)
     data.pop("hydra", None)
     return {k: v for k, v in flatten(data).items() if not k.startswith(NON_SETTINGS)}
 

@@ -14,7 +14,7 @@ from aprelu_exp.compose import compose_config, compose_record, config_dir_args, 
 from aprelu_exp.errors import UserError
 from aprelu_exp.records.lineage import lineage
 from aprelu_exp.report.build import build_report
-from aprelu_exp.report.collect import find_runs, label_runs, load_run
+from aprelu_exp.report.collect import read_runs
 from aprelu_exp.report.evidence import compare, group_runs, mean_interval
 from aprelu_exp.runs.rundir import git_commit, recorded_path, unique_suffix, write_text_atomic
 from aprelu_exp.settings import is_setting_override
@@ -68,8 +68,7 @@ def run_confirmation(parent: str, candidate: list[str], seeds: int, settings: li
 
     sides = {}
     for side, d in dirs.items():
-        runs = [load_run(p) for p in find_runs([d])]
-        label_runs(runs)
+        runs = read_runs([d])
         groups = group_runs(runs)
         finished = sum(len(g.runs) for g in groups)
         if len(groups) != 1 or finished < seeds:

@@ -3,7 +3,6 @@ against the record the search started from, holding only the keys the trial chan
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from aprelu_exp.errors import UserError
 from aprelu_exp.records.confirm import (SETTING_KEYS, NotConfirmed, confirm_out_dir, describe, merge_settings,
                                         run_confirmation)
 from aprelu_exp.report.evidence import METRIC_NAMES
+from aprelu_exp.runs.reader import read_summary
 from aprelu_exp.runs.rundir import find_config, write_text_atomic
 from aprelu_exp.settings import config_diff, is_setting_override
 from aprelu_exp.search.storage import load_study, normalise, read_search_ref, recorded_storage
@@ -77,10 +77,7 @@ def _trained(trial) -> str:
     """What the trial's value was measured on (its run's summary), e.g. ` after 4 epochs (budget) on
     10000 images, bf16-mixed`."""
     run = trial.user_attrs.get("run_dir")
-    try:
-        summary = json.loads((Path(run) / "summary.json").read_text()) if run else None
-    except (OSError, json.JSONDecodeError):
-        summary = None
+    summary = read_summary(Path(run)) if run else None
     if not summary:
         return ""
     sched = summary.get("schedule") or {}

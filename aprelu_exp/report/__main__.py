@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aprelu_exp.errors import UserError, run_command
 from aprelu_exp.report.build import build_report
-from aprelu_exp.report.collect import find_runs
+from aprelu_exp.runs.reader import find_runs
 
 
 def main(argv=None) -> int:
@@ -31,7 +31,7 @@ def report(args) -> None:
                         f"(runs/<date>/<run>) or folders holding them (a sweep: runs/multirun/<sweep>).")
     if not find_runs(args.paths):
         raise UserError(f"no run directories under {', '.join(map(str, args.paths))}: a run directory "
-                        f"holds status.json, metrics.csv or .hydra/. Nothing was written.")
+                        f"holds config.yaml and status.json (or summary.json). Nothing was written.")
     strict = args.baseline is not None or args.paired
     result = build_report(args.paths, args.out, args.title, baseline=args.baseline,
                           paired=True if args.paired else None, strict=strict)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aprelu_exp.report.collect import attach_changes, find_runs, label_runs, load_run
+from aprelu_exp.report.collect import read_runs
 from aprelu_exp.report.evidence import COMPARISON_COLUMNS, GROUP_COLUMNS, comparison_rows, group_rows, group_runs
 from aprelu_exp.report.render import (evidence_markdown, plot_curves, plot_group_curves, table_row, write_csv,
                                       write_markdown, write_rows)
@@ -17,9 +17,7 @@ def build_report(paths: list[Path], out_dir: Path, title: str = "aprelu-exp repo
     impossible paired comparison is a UserError before anything is written; otherwise (a sweep's own
     report) such groups are left out with a note."""
     out_dir = Path(out_dir)
-    runs = [load_run(p) for p in find_runs(paths)]
-    attach_changes(runs)
-    label_runs(runs)
+    runs = read_runs(paths, changes=True)
     groups = group_runs(runs)
     comparisons, notes = comparison_rows(groups, baseline, paired, strict=strict)
     out_dir.mkdir(parents=True, exist_ok=True)

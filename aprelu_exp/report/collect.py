@@ -1,90 +1,20 @@
-"""Read run directories (finished, failed, interrupted or still running) into plain records."""
+"""The report's view of runs read by the one reader (aprelu_exp.runs.reader): each run's changes
+against its record's parent, and the label that tells it apart from the others of its report."""
 from __future__ import annotations
-
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from omegaconf import OmegaConf
 
 from aprelu_exp.compose import compose_record
 from aprelu_exp.errors import UserError
-from aprelu_exp.runs.rundir import METRICS_FILE, STATUS_FILE, SUMMARY_FILE, find_config, read_metrics_rows, read_status
+from aprelu_exp.runs.reader import RunInfo, find_runs, load_run
 from aprelu_exp.settings import MISSING, config_diff, is_setting_override
-from aprelu_exp.runs.summary import metrics_summary
 
-
-@dataclass
-class RunInfo:
-    path: Path
-    record: str
-    parent: str | None
-    status: str
-    error: str | None
-    overrides: list[str]
-    rows: list[dict]
-    summary: dict
-    config: object = None
-    changes: list[tuple] = field(default_factory=list)
-
-    label: str = ""  # what tells this run apart from the others of its report (see label_runs)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-def is_run_dir(path: Path) -> bool:
-    return any((path / f).exists() for f in (STATUS_FILE, METRICS_FILE, ".hydra"))
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if is_run_dir(p) and not (p / "multirun.yaml").exists():
-            found.append(p)
-            continue
-        for candidate in sorted(p.rglob("*")):
-            if candidate.is_dir() and is_run_dir(candidate) and candidate.name != ".hydra":
-                found.append(candidate)
-    seen, unique = set(), []
-    for p in found:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            unique.append(p)
-    return unique
-
-
-def _read_config(path: Path):
-    found = find_config(path)
-    try:
-        return OmegaConf.load(found) if found else None
-    except Exception:  # a half-written config must not stop the report
-        return None
-
-
-def load_run(path: Path) -> RunInfo:
-    path = Path(path)
-    status = read_status(path)
-    summary = {}
-    if (path / SUMMARY_FILE).exists():
-        try:
-            summary = json.loads((path / SUMMARY_FILE).read_text())
-        except json.JSONDecodeError:
-            summary = {}
-    rows = read_metrics_rows(path)
-    if not summary:
-        summary = metrics_summary(rows)
-    cfg = _read_config(path)
-    record = parent = None
-    if cfg is not None and "record" in cfg:
-        record, parent = cfg.record.get("name"), cfg.record.get("parent")
-    overrides = []
-    ov = path / ".hydra" / "overrides.yaml"
-    if ov.exists():
-        overrides = [str(o) for o in (OmegaConf.load(ov) or [])]
-    return RunInfo(path=path, record=record or "?", parent=parent, status=status.get("status", "unknown"),
-                   error=status.get("error"), overrides=overrides, rows=rows, summary=summary, config=cfg)
+def read_runs(paths, changes: bool = False) -> list[RunInfo]:
+    """Every run under `paths`, read and labelled as the report names it; changes: each run's
+    settings against its record's parent too (composes the parents: about a second each)."""
+    runs = [load_run(p) for p in find_runs(paths)]
+    if changes:
+        attach_changes(runs)
+    label_runs(runs)
+    return runs
 
 
 def attach_changes(runs: list[RunInfo]) -> None:

@@ -9,7 +9,6 @@ from aprelu_exp.report.article import ARTICLE_TO_RUN, reported_epochs
 from aprelu_exp.report.collect import RunInfo, setting_overrides
 from aprelu_exp.report.evidence import (COMPARISON_COLUMNS, GROUP_COLUMNS, MIN_RUNS_FOR_VERDICT, P_BETTER_THRESHOLD,
                                         group_runs, mean_interval)
-from aprelu_exp.runs.summary import metrics_summary
 
 TABLE_COLUMNS = (
     "label", "run", "record", "status", "changes_vs_parent", "overrides", "epochs", "schedule", "budget",
@@ -72,8 +71,7 @@ def override_columns(run: RunInfo) -> dict:
 
 def table_row(run: RunInfo) -> dict:
     s = run.summary or {}
-    # From the rows where there are any: they count epochs from 1 whatever wrote them.
-    measured = metrics_summary(run.rows) if run.rows else s
+    measured = run.measured
     final, best = measured.get("final") or {}, measured.get("best") or {}
     test = s.get("test") or {}
     sched = s.get("schedule") or {}
