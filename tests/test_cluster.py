@@ -134,6 +134,7 @@ def test_the_slurm_launcher_without_sbatch_is_refused_before_anything_is_written
     assert "Traceback" not in out.stderr and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_job_started_again_without_a_checkpoint_keeps_no_stale_metrics_row(cli_env, tmp_path):
     """A requeued job whose first attempt was stopped between epoch 1's metrics row and that epoch's
     checkpoint (seen on SLURM) starts afresh in its directory: epoch 1 is in metrics.csv once."""

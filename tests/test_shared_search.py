@@ -41,8 +41,11 @@ def finish(proc, log, timeout=400) -> None:
 
 @pytest.mark.cluster
 def test_two_sweepers_share_one_study_and_a_third_continues_its_numbering(cli_env, tmp_path):
-    url, study = postgres_url(), f"shared-{uuid.uuid4().hex[:8]}"
-    env = env_for(cli_env)
+    # the password from the environment (libpq's PGPASSWORD), as the README advises: the URL is
+    # passed to every job and shows in logs and configs
+    full, study = make_url(postgres_url()), f"shared-{uuid.uuid4().hex[:8]}"
+    url = full.set(password=None).render_as_string(hide_password=False)
+    env = {**env_for(cli_env), "PGPASSWORD": full.password}
     logs = [tmp_path / f"machine{i}.log" for i in (0, 1)]
     procs = [start_cli(search(url, study, tmp_path / "machine0", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
                               "hydra.sweeper.sampler.seed=0"), env, logs[0]),
@@ -51,7 +54,7 @@ def test_two_sweepers_share_one_study_and_a_third_continues_its_numbering(cli_en
                        env, logs[1])]
     for proc, log in zip(procs, logs):
         finish(proc, log)
-    trials = optuna.load_study(study_name=study, storage=url).trials
+    trials = optuna.load_study(study_name=study, storage=full.render_as_string(hide_password=False)).trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]           # none lost, none duplicated
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4     # none left RUNNING
     assert {os.path.basename(t.user_attrs["run_dir"].split("/multirun/")[0]) for t in trials} == {"machine0", "machine1"}
@@ -59,8 +62,11 @@ def test_two_sweepers_share_one_study_and_a_third_continues_its_numbering(cli_en
     log = tmp_path / "machine2.log"
     finish(start_cli(search(url, study, tmp_path / "machine2", "trainer.max_epochs=1", "hydra.sweeper.n_trials=1",
                             "hydra.sweeper.sampler.seed=2"), env, log), log)
-    trials = optuna.load_study(study_name=study, storage=url).trials
+    trials = optuna.load_study(study_name=study, storage=full.render_as_string(hide_password=False)).trials
     assert [t.number for t in trials] == [0, 1, 2, 3, 4] and trials[4].state == TrialState.COMPLETE
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".yaml", ".json", ".md", ".csv"):
+            assert full.password not in path.read_text(errors="replace"), path
 
 
 @pytest.mark.cluster

@@ -23,7 +23,7 @@ from aprelu_exp.runs.rundir import read_metrics_rows, read_status
 from aprelu_exp.search.heartbeat import Heartbeats, fail_stale
 from aprelu_exp.search.report import last_epoch_values
 from aprelu_exp.search.space import as_overrides, format_value
-from aprelu_exp.search.storage import write_search_ref
+from aprelu_exp.search.storage import check_server, recorded_storage, write_search_ref
 from aprelu_exp.search.study import SearchStudy
 
 log = logging.getLogger("aprelu_exp.search")
@@ -54,13 +54,15 @@ class SearchLoop(SearchStudy):
 
     def run(self) -> list:
         self.seeds = replicate_seeds(self.config)
+        if "://" in self.storage and not self.storage.startswith("sqlite"):
+            check_server(self.storage)  # a database that refuses: said first, not after the space's probes
         self.check_space()
         study, existing, grid = self.open_study()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         write_search_ref(self.sweep_dir, self.study_name, self.storage, {"objective": self.objective.__dict__})
         log.info("study %s in %s: %d earlier trial(s); %d new, %d at a time; space: %s", self.study_name,
-                 self.storage, existing, self.n_trials, self.n_jobs,
+                 recorded_storage(self.storage)[0], existing, self.n_trials, self.n_jobs,
                  ", ".join(f"{k} {v}" for k, v in self.space.describe().items()))
         grid_size = math.prod(len(v) for v in grid.values()) if grid else None
         returns, job_idx, asked = [], 0, 0
