@@ -121,6 +121,7 @@ def test_a_failing_job_reads_failed_and_the_other_finishes(cli_env, tmp_path):
     assert rows["1000"]["status"] == "failed" and "reduction" in rows["1000"]["error"], rows["1000"]
 
 
+@pytest.mark.slow
 def test_the_slurm_launcher_without_sbatch_is_refused_before_anything_is_written(cli_env, tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()

@@ -114,6 +114,7 @@ def _refused(url: str, cli_env, tmp_path) -> str:
     return paragraph
 
 
+@pytest.mark.slow
 def test_a_database_that_refuses_the_connection_is_named_without_its_password(cli_env, tmp_path):
     paragraph = _refused("postgresql://aprelu:s3cret-pw@127.0.0.1:1/aprelu_test", cli_env, tmp_path)
     assert "postgresql://aprelu:***@127.0.0.1:1/aprelu_test" in paragraph and "s3cret-pw" not in paragraph
