@@ -44,7 +44,7 @@ def test_two_sweepers_share_one_study_and_a_third_continues_its_numbering(cli_en
     # the password from the environment (libpq's PGPASSWORD), as the README advises: the URL is
     # passed to every job and shows in logs and configs
     full, study = make_url(postgres_url()), f"shared-{uuid.uuid4().hex[:8]}"
-    url = full.set(password=None).render_as_string(hide_password=False)
+    url = f"{full.drivername}://{full.username}@{full.host}:{full.port}/{full.database}"
     env = {**env_for(cli_env), "PGPASSWORD": full.password}
     logs = [tmp_path / f"machine{i}.log" for i in (0, 1)]
     procs = [start_cli(search(url, study, tmp_path / "machine0", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",

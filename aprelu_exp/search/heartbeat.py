@@ -61,8 +61,8 @@ def fail_stale(study) -> None:
     before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     retried = (getattr(storage, "get_heartbeat_stale_trial_callback", None) or storage.get_failed_trial_callback)()
     optuna.storages.fail_stale_trials(study)
-    after = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-    for number in sorted(before - after):
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
+    for number in sorted(before & failed):
         log.warning("trial %d of study %s had no heartbeat for longer than its grace period (its sweeper "
                     "died): marked failed%s", number, study.study_name,
                     ", and queued again" if retried else "")
