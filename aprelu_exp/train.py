@@ -88,8 +88,9 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
                               # Off where stdout is no terminal: EpochLines prints one line per epoch.
                               enable_progress_bar=isinstance(progress, TQDMProgressBar),
                               use_distributed_sampler=False)
-        if resume_ckpt is not None:
-            recorder.load_existing(up_to_epoch=resume_epoch + 1)  # the checkpoint's epoch counts from 0
+        # A fresh start keeps no row: a requeued SLURM job whose first attempt was stopped between
+        # its first metrics row and that epoch's checkpoint trains epoch 1 again.
+        recorder.load_existing(up_to_epoch=0 if resume_ckpt is None else resume_epoch + 1)  # ckpt epochs count from 0
         if perf["compile"]:
             repair_compile_cache()
         lifecycle.fit(trainer, module, dm, resume_ckpt)

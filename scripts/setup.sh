@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import aprelu_exp, torch, pytorch_lightning, hydra, keras_preprocessing, mlflow, optuna, sklearn, pandas, xdist" 2>/dev/null \
+if ! .venv/bin/python -c "import aprelu_exp, torch, pytorch_lightning, hydra, keras_preprocessing, mlflow, optuna, sklearn, pandas, xdist, psycopg, submitit" 2>/dev/null \
     || [ ! -x .venv/bin/aprelu-exp ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   # shellcheck disable=SC2086

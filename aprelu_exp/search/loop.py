@@ -20,9 +20,10 @@ from omegaconf import OmegaConf
 from aprelu_exp.errors import UserError
 from aprelu_exp.sweep.replicates import replicate_seeds
 from aprelu_exp.runs.rundir import read_metrics_rows, read_status
+from aprelu_exp.search.heartbeat import Heartbeats, fail_stale
 from aprelu_exp.search.report import last_epoch_values
 from aprelu_exp.search.space import as_overrides, format_value
-from aprelu_exp.search.storage import write_search_ref
+from aprelu_exp.search.storage import check_server, recorded_storage, write_search_ref
 from aprelu_exp.search.study import SearchStudy
 
 log = logging.getLogger("aprelu_exp.search")
@@ -53,23 +54,28 @@ class SearchLoop(SearchStudy):
 
     def run(self) -> list:
         self.seeds = replicate_seeds(self.config)
+        if "://" in self.storage and not self.storage.startswith("sqlite"):
+            check_server(self.storage)  # a database that refuses: said first, not after the space's probes
         self.check_space()
         study, existing, grid = self.open_study()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         write_search_ref(self.sweep_dir, self.study_name, self.storage, {"objective": self.objective.__dict__})
         log.info("study %s in %s: %d earlier trial(s); %d new, %d at a time; space: %s", self.study_name,
-                 self.storage, existing, self.n_trials, self.n_jobs,
+                 recorded_storage(self.storage)[0], existing, self.n_trials, self.n_jobs,
                  ", ".join(f"{k} {v}" for k, v in self.space.describe().items()))
         grid_size = math.prod(len(v) for v in grid.values()) if grid else None
         returns, job_idx, asked = [], 0, 0
+        beats = Heartbeats(study)
         while asked < self.n_trials:
+            fail_stale(study)  # a dead sweeper's trials: failed, and queued again to be asked next
             if grid_size is not None and len(study.trials) >= grid_size:
                 log.info("the grid's %d point(s) are all tried; the search ends.", grid_size)
                 break
             batch = []
             while len(batch) < self.n_jobs and asked < self.n_trials:
                 trial = study.ask(fixed_distributions=self.space.distributions)
+                beats.beat(trial)
                 asked += 1
                 overrides = as_overrides({k: trial.params[k] for k in self.space.distributions})
                 trial.set_user_attr("overrides", overrides)
@@ -94,6 +100,7 @@ class SearchLoop(SearchStudy):
             n = len(self.seeds)
             for i, (trial, _) in enumerate(batch):
                 self.tell_outcome(study, trial, results[i * n:(i + 1) * n])
+                beats.done(trial)
             returns.append(results)
             if asked < self.n_trials:  # mid-search; the sweep's own callback writes the final one
                 self.write_report()

@@ -71,9 +71,11 @@ def recorded_storage(storage: str) -> tuple[str, str]:
         return storage.split("@")[-1], ""
 
 
-def open_storage(storage: str, create: bool = True) -> Any:
+def open_storage(storage: str, create: bool = True, heartbeat: dict | None = None) -> Any:
     """An Optuna storage object for a normalised storage string; with create=False a storage file
-    that does not exist is refused (the commands that only read a study)."""
+    that does not exist is refused (the commands that only read a study). heartbeat (the sweeper's:
+    heartbeat_interval, grace_period, failed_trial_callback) lets a database storage fail the trials
+    of a sweeper that died (search/heartbeat.py)."""
     # deferred: optuna loads only where a study is read
     import optuna
 
@@ -93,10 +95,38 @@ def open_storage(storage: str, create: bool = True) -> Any:
         Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     # Optuna logs every storage upgrade check at INFO; a run's output is not the place.
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    return _rdb_storage(storage)
+    if not storage.startswith("sqlite"):
+        check_server(storage)
+    return _rdb_storage(storage, heartbeat or {})
 
 
-def _rdb_storage(url: str, attempts: int = 8):
+def check_server(url: str) -> None:
+    """A database server that refuses the connection or the login is said in one paragraph, naming
+    the URL without its password, before anything of a search is written."""
+    # deferred: comes with optuna, loaded only where a study is read
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import DBAPIError
+
+    shown, _ = recorded_storage(url)
+    try:
+        engine = create_engine(url)
+    except ModuleNotFoundError as exc:
+        raise UserError(f"storage {shown} needs the database driver {exc.name}, which is not installed: "
+                        f"pip install -e \".[search]\" (psycopg for postgresql://).") from None
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        reason = " ".join(str(exc.orig).split()).rstrip(".?")
+        raise UserError(f"the study storage {shown} cannot be used: {reason}. Check that the database "
+                        f"server runs and accepts connections from this machine, and the user and "
+                        f"password in the URL (not shown here); or leave hydra.sweeper.storage null "
+                        f"for {DEFAULT_FILE} under run_root. Nothing was started.") from None
+    finally:
+        engine.dispose()
+
+
+def _rdb_storage(url: str, heartbeat: dict, attempts: int = 8):
     """RDBStorage, retried: sweepers started together on a new database race to create its
     tables and schema version, and the loser fails with IntegrityError or OperationalError
     (seen with two sweepers on one fresh sqlite file). Once one has created them, a retry simply
@@ -109,7 +139,7 @@ def _rdb_storage(url: str, attempts: int = 8):
     kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **heartbeat)
         except (IntegrityError, OperationalError):
             if attempt == attempts - 1:
                 raise

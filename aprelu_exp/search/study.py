@@ -20,6 +20,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.callbacks import COLUMNS
 from aprelu_exp.settings import is_setting_override
+from aprelu_exp.search.heartbeat import heartbeat_settings
 from aprelu_exp.search.space import SearchSpace, as_overrides, corner_points, parse_space
 from aprelu_exp.search.storage import normalise, open_storage
 from aprelu_exp.search.trial_link import PRUNER_ATTR, build_pruner
@@ -155,7 +156,7 @@ class SearchStudy:
         return grid
 
     def open_study(self):
-        storage = open_storage(self.storage)
+        storage = open_storage(self.storage, heartbeat=heartbeat_settings(self.settings))
         pruner_spec = OmegaConf.to_container(self.settings["pruner"], resolve=True)
         try:
             existing = len(optuna.load_study(study_name=self.study_name, storage=storage).trials)

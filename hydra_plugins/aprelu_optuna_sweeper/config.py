@@ -35,6 +35,13 @@ class OptunaSweeperConf:
     # and overrides these key by key.
     params: Optional[Dict[str, str]] = None
     probe_points: int = 32    # points of the space checked before any trial (all invalid: refused)
+    # A database storage: the sweeper records each running trial's heartbeat every interval (s);
+    # a trial whose beat is older than grace_period (null: 2 intervals) belongs to a sweeper that
+    # died, and the next sweeper of the study marks it failed and queues it again (retry_failed
+    # times at most; null: always). null interval: no heartbeat (such a trial stays RUNNING).
+    heartbeat_interval: Optional[int] = 60
+    grace_period: Optional[int] = None
+    retry_failed: Optional[int] = 1
 
 
 # Samplers: seeded, so a search repeats. A continued study mixes the seed with its trial count.

@@ -13,10 +13,14 @@ from hydra_plugins.aprelu_optuna_sweeper import config  # noqa: F401  (stores th
 class OptunaSearchSweeper(Sweeper):
     def __init__(self, objective: DictConfig, sampler: DictConfig, pruner: DictConfig, n_trials: int,
                  n_jobs: int, study_name: Optional[str] = None, storage: Optional[str] = None,
-                 params: Optional[DictConfig] = None, probe_points: int = 32) -> None:
+                 params: Optional[DictConfig] = None, probe_points: int = 32,
+                 heartbeat_interval: Optional[int] = 60, grace_period: Optional[int] = None,
+                 retry_failed: Optional[int] = 1) -> None:
         self.settings = {"objective": objective, "sampler": sampler, "pruner": pruner, "n_trials": n_trials,
                          "n_jobs": n_jobs, "study_name": study_name, "storage": storage,
-                         "params": dict(params) if params else None, "probe_points": probe_points}
+                         "params": dict(params) if params else None, "probe_points": probe_points,
+                         "heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                         "retry_failed": retry_failed}
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
         self.launcher = None
