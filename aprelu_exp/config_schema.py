@@ -20,7 +20,7 @@ class PerfSchema:
     compile: str = "auto"          # auto | true | false
     channels_last: str = "auto"    # auto | true | false
     matmul_precision: str = "high"
-    precision: str = "trainer"     # trainer (trainer.precision as set) | bf16 | 32
+    precision: str = "trainer"     # trainer (trainer.precision as set) | bf16 | 32 | fast (measured)
 
 
 @dataclass

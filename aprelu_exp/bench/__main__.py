@@ -27,8 +27,7 @@ from aprelu_exp.bench.epoch import measured_epoch
 from aprelu_exp.bench.evaluation import eval_rates
 from aprelu_exp.bench.floor import convolution_floor
 from aprelu_exp.bench.table import print_table, ratios
-from aprelu_exp.bench.timing import interleaved_rates, rates
-from aprelu_exp.bench.training import build, full_run_switches, precision_context, training_step_fn
+from aprelu_exp.bench.training import build, fast_choice, full_run_switches
 from aprelu_exp.compose import compose_config
 from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
 from aprelu_exp.data.cifar10 import load_cifar10
@@ -37,6 +36,7 @@ from aprelu_exp.console.noise import quiet_third_party
 from aprelu_exp.runs.rundir import environment
 from aprelu_exp.training.build import build_augment
 from aprelu_exp.training.precision import LIGHTNING_PRECISION, bf16_support, cpu_capability, run_device
+from aprelu_exp.training.speed import interleaved_rates, precision_context, rates, training_step_fn
 
 # perf.precision value -> the Lightning precision it runs as.
 PRECISIONS = LIGHTNING_PRECISION
@@ -150,6 +150,7 @@ def bench(args, parser) -> None:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     results["peak_memory_mb"] = round(peak / 2 ** 20, 1)
     results["ratios"] = ratios(results["by_precision"])
+    results["fast_probe"] = fast_choice(cfg)
     results["bench_wall_s"] = time.perf_counter() - started
 
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
