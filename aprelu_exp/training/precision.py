@@ -174,6 +174,17 @@ def fast_precision(device_type: str, probe, **run) -> tuple[str | None, dict]:
     return found["choice"], found
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(cfg: DictConfig) -> str:
+    mode = str(cfg.perf.get("compile_mode", "default"))
+    if mode not in COMPILE_MODES:
+        raise UserError(f"perf.compile_mode={mode!r}: use one of torch.compile's modes, {', '.join(COMPILE_MODES)} "
+                        f"(reduce-overhead: CUDA graphs on a GPU).")
+    return mode
+
+
 def perf_switches(cfg: DictConfig, num_train: int | None = None, max_epochs: int | None = None,
                   probe=None) -> dict:
     """Resolve the `perf` group's auto values for the accelerator and size of this run, and the
@@ -183,6 +194,7 @@ def perf_switches(cfg: DictConfig, num_train: int | None = None, max_epochs: int
     big = num_train is not None and max_epochs is not None and num_train * max_epochs >= COMPILE_PAYS_AFTER_IMAGES
     switches = {
         "compile": _switch(cfg.perf.compile, "perf.compile", auto=cuda or big),
+        "compile_mode": compile_mode(cfg),
         "channels_last": _switch(cfg.perf.channels_last, "perf.channels_last", auto=cuda),
         "eval_batch_size": eval_batch_size(cfg),
     }
