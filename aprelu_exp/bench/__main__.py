@@ -8,7 +8,8 @@ interleaved windows); evaluation images/s in both validation modes; the end-to-e
 (augmentation + training + both evaluations through the real Lightning loop on a subset, scaled to
 the full data set); compile/warm-up time apart; the epoch time the convolutions alone take
 (profiled, CPU); the bf16/fp32 ratios. Then augmentation images/s, peak memory, versions, device
-and the CPU's vector and bf16 capability. Rates are medians over windows, with min and max.
+and the CPU's vector and bf16 capability, and what perf=fast picks here (its probe's cached answer or
+a fresh probe) beside the bench's own figures. Rates are medians over windows, with min and max.
 """
 from __future__ import annotations
 
