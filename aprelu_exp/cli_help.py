@@ -27,7 +27,7 @@ GROUPS = {
     "optim": "the optimizer (a _target_ with _partial_): sgd (the article's), adamw, or your own",
     "schedule": "the lr schedule: step (the article's: full length, every, gamma) or cosine with warm-up",
     "trainer": "the Lightning Trainer: accelerator, devices, precision, DDP",
-    "perf": "speed switches: compile, channels_last, precision (perf=fast: bf16 where the hardware has it)",
+    "perf": "speed switches: compile, channels_last, precision (perf=fast: fp32 or bf16, the one measured faster here)",
     "logger": "TensorBoard, CSV and/or MLflow (an sqlite store beside the runs, or a server) beside metrics.csv",
     "callbacks": "further Lightning callbacks (a search selects trial_reporter for its jobs)",
 }

@@ -18,9 +18,10 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class PerfSchema:
     compile: str = "auto"          # auto | true | false
+    compile_mode: str = "default"  # torch.compile's mode: default | reduce-overhead (CUDA graphs) | ...
     channels_last: str = "auto"    # auto | true | false
     matmul_precision: str = "high"
-    precision: str = "trainer"     # trainer (trainer.precision as set) | bf16 | 32
+    precision: str = "trainer"     # trainer (trainer.precision as set) | bf16 | 32 | fast (measured)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from aprelu_exp.training.build import build_datamodule, build_module, build_net,
 from aprelu_exp.training.compile_cache import repair_compile_cache
 from aprelu_exp.training.evaluation import TestSetEvaluation
 from aprelu_exp.training.precision import perf_switches
+from aprelu_exp.training.precision_probe import probe
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
@@ -56,7 +57,7 @@ def train(cfg: DictConfig, run_dir: Path, arrays=None) -> dict:
     configured = parts.build_entries("callbacks", cfg.get("callbacks"))
 
     with lifecycle.run_directory(cfg, run_dir) as clock:
-        perf = perf_switches(cfg, dm.num_train, plan.max_epochs)
+        perf = perf_switches(cfg, dm.num_train, plan.max_epochs, probe=probe)
         module = build_module(cfg, net, perf)
         module.network_signature = signature
         facts = {"record": OmegaConf.to_container(cfg.record), "schedule": plan.as_dict(),

@@ -25,6 +25,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def probe_cache(tmp_path_factory):
+    """perf=fast's answers (training/precision_probe.py) go to a folder of the test session, also
+    from the commands the tests start, never into the user's cache."""
+    folder = tmp_path_factory.mktemp("aprelu-cache")
+    saved = os.environ.get("APRELU_CACHE_DIR")
+    os.environ["APRELU_CACHE_DIR"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("APRELU_CACHE_DIR", None)
+    else:
+        os.environ["APRELU_CACHE_DIR"] = saved
+
+
 def pytest_report_header(config):
     from aprelu_exp.training.precision import capability_line
 

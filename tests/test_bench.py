@@ -50,6 +50,14 @@ def test_bench_writes_fp32_and_bf16_side_by_side(cli_env, tmp_path):
     assert r["peak_memory_mb"] > 100 and r["environment"]["torch_threads"] >= 1
     assert "end-to-end epoch" in out.stdout and "convolutions alone" in out.stdout
     assert "avx512_bf16=" in out.stdout
+    # What perf=fast picks here, beside the bench's own figures: fp32 unprobed where bf16 is emulated,
+    # else the probe's two rates.
+    fast = r["fast_probe"]
+    assert fast["why"].startswith("perf=fast chose") and "perf=fast here" in out.stdout
+    if len(expected) == 1:
+        assert fast["choice"] == "32-true" and fast["probed"] is False
+    else:
+        assert fast["probed"] and set(fast["rates"]) == {"32-true", "bf16-mixed"}
     # The profiler's native start/stop lines never reach the user.
     assert "USDT:" not in out.stdout + out.stderr and "profiler_start" not in out.stdout + out.stderr
 

@@ -51,7 +51,7 @@ def _float_dtypes(tree) -> set:
 
 @needs_bf16
 def test_fast_path_runs_convolutions_in_bf16_and_batchnorm_loss_sigmoid_in_fp32(make_cfg, cifar, tmp_path):
-    cfg = make_cfg("perf=fast", *TINY)
+    cfg = make_cfg("perf=fast", "perf.precision=bf16", *TINY)  # forced: perf=fast alone measures first
     log = DtypeLog()
     with log:
         summary = train(cfg, tmp_path / "run", arrays=cifar)
@@ -75,7 +75,7 @@ def test_records_stay_fp32_unless_asked(make_cfg):
 
 def test_fast_switch_and_trainer_precision_compose(make_cfg, monkeypatch):
     force_cpu(monkeypatch, *ZEN4_AVX512_BF16)
-    assert perf_switches(make_cfg("perf=fast"))["precision"] == "bf16-mixed"
+    assert perf_switches(make_cfg("perf=fast", "perf.precision=bf16"))["precision"] == "bf16-mixed"
     assert perf_switches(make_cfg("trainer.precision=bf16-mixed"))["precision"] == "bf16-mixed"
 
 
@@ -96,7 +96,7 @@ def test_bf16_request_follows_both_cpu_probes(onednn, flags, runs_bf16, why, mak
     force_cpu(monkeypatch, onednn, flags)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
-            switches = perf_switches(make_cfg("perf=fast"))
+            switches = perf_switches(make_cfg("perf.precision=bf16"))
     assert switches["precision"] == ("bf16-mixed" if runs_bf16 else "32-true")
     assert switches["precision_requested"] == "bf16"
     notes = [r.getMessage() for r in caplog.records if "bf16" in r.getMessage()]
@@ -137,7 +137,7 @@ def test_gpu_keeps_bf16_and_falls_back_without_it(monkeypatch):
 def test_unknown_precision_is_refused_naming_the_key(make_cfg):
     from aprelu_exp.errors import UserError
 
-    with pytest.raises(UserError, match=r"perf.precision='fp8'.*trainer.*bf16.*32"):
+    with pytest.raises(UserError, match=r"perf.precision='fp8'.*trainer.*bf16.*32.*fast"):
         perf_switches(make_cfg("perf.precision=fp8"))
 
 

@@ -8,7 +8,8 @@ interleaved windows); evaluation images/s in both validation modes; the end-to-e
 (augmentation + training + both evaluations through the real Lightning loop on a subset, scaled to
 the full data set); compile/warm-up time apart; the epoch time the convolutions alone take
 (profiled, CPU); the bf16/fp32 ratios. Then augmentation images/s, peak memory, versions, device
-and the CPU's vector and bf16 capability. Rates are medians over windows, with min and max.
+and the CPU's vector and bf16 capability, and what perf=fast picks here (its probe's cached answer or
+a fresh probe) beside the bench's own figures. Rates are medians over windows, with min and max.
 """
 from __future__ import annotations
 
@@ -27,8 +28,7 @@ from aprelu_exp.bench.epoch import measured_epoch
 from aprelu_exp.bench.evaluation import eval_rates
 from aprelu_exp.bench.floor import convolution_floor
 from aprelu_exp.bench.table import print_table, ratios
-from aprelu_exp.bench.timing import interleaved_rates, rates
-from aprelu_exp.bench.training import build, full_run_switches, precision_context, training_step_fn
+from aprelu_exp.bench.training import build, fast_choice, full_run_switches
 from aprelu_exp.compose import compose_config
 from aprelu_exp.data.augment import KerasAugment, KerasAugmentConfig
 from aprelu_exp.data.cifar10 import load_cifar10
@@ -37,6 +37,7 @@ from aprelu_exp.console.noise import quiet_third_party
 from aprelu_exp.runs.rundir import environment
 from aprelu_exp.training.build import build_augment
 from aprelu_exp.training.precision import LIGHTNING_PRECISION, bf16_support, cpu_capability, run_device
+from aprelu_exp.training.speed import interleaved_rates, precision_context, rates, training_step_fn
 
 # perf.precision value -> the Lightning precision it runs as.
 PRECISIONS = LIGHTNING_PRECISION
@@ -150,6 +151,7 @@ def bench(args, parser) -> None:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     results["peak_memory_mb"] = round(peak / 2 ** 20, 1)
     results["ratios"] = ratios(results["by_precision"])
+    results["fast_probe"] = fast_choice(cfg)
     results["bench_wall_s"] = time.perf_counter() - started
 
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from aprelu_exp.bench.timing import rates
+from aprelu_exp.training.speed import rates
 from aprelu_exp.training.module import batchnorm_batch_statistics
 
 

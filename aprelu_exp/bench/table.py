@@ -60,6 +60,9 @@ def print_table(r: dict) -> None:
     print()
     for k, v in r["ratios"].items():
         print(f"{k:<60} {v:.2f}x")
+    fast = r.get("fast_probe")
+    if fast:  # the probe's choice beside the bench's own measurement
+        print(f"{'perf=fast here':<60} {fast['why']}{' (cached)' if fast.get('cached') else ''}")
     a = r["augment_images_per_s"]
     print(f"{'augmentation images/s (fp32)':<60} {_rate(a)}")
     print(f"{'peak memory MB':<60} {r['peak_memory_mb']}")

@@ -75,6 +75,11 @@ def plan_block(facts: dict, device, precision: str, gamma: float) -> str:
                    f"{'compiled (torch.compile)' if perf['compile'] else 'not compiled'}; "
                    f"{facts['parameters']:,} parameters"),
     ]
+    fast = perf.get("fast")
+    if fast:  # perf=fast: what it chose and why, said once
+        how = (f"; answer cached in {fast['cache']}" if fast.get("cached")
+               else f"; probed in {fast['probe_s']:.1f} s" if fast.get("probed") else "")
+        rows.append(("fast", fast["why"] + how))
     return "\n".join(f"{k:<7} {v}" for k, v in rows)
 
 

@@ -78,7 +78,8 @@ def build_module(cfg: DictConfig, net: torch.nn.Module, switches: dict | None = 
     switches = switches or perf_switches(cfg)
     optimizer, scheduler = build_optimization(cfg)
     return APReLUClassifier(net, optimizer, scheduler, compile_net=switches["compile"],
-                            channels_last=switches["channels_last"])
+                            channels_last=switches["channels_last"],
+                            compile_mode=switches.get("compile_mode", "default"))
 
 
 def preflight(cfg: DictConfig) -> SchedulePlan:

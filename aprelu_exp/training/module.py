@@ -40,14 +40,15 @@ class APReLUClassifier(pl.LightningModule):
     validation modes."""
 
     def __init__(self, net: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 compile_net: bool = False, channels_last: bool = False):
+                 compile_net: bool = False, channels_last: bool = False, compile_mode: str = "default"):
         super().__init__()
         self.net = net
         self.channels_last = channels_last
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         # Kept outside the module tree so checkpoints hold the plain network's keys.
-        object.__setattr__(self, "_compiled", torch.compile(net, dynamic=False) if compile_net else None)
+        mode = None if compile_mode == "default" else compile_mode
+        object.__setattr__(self, "_compiled", torch.compile(net, dynamic=False, mode=mode) if compile_net else None)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # Keras declares l2(...) on the layers; a network without the attribute has no penalty.
         self.l2 = float(getattr(net, "l2", 0.0))

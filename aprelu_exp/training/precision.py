@@ -4,7 +4,9 @@ the hardware), on which device, compiled or not, in which memory layout, at whic
 `trainer` keeps Lightning's `trainer.precision` as configured (32-true for the records, bf16-mixed
 under trainer=gpu); `bf16` asks for bf16 autocast (Lightning's bf16-mixed); `32` forces fp32. A
 bf16 request on hardware without fast bf16 kernels runs fp32 instead and says so once: emulated
-bf16 on such a CPU is slower than fp32, the opposite of what the switch is for.
+bf16 on such a CPU is slower than fp32, the opposite of what the switch is for. `fast` (perf=fast)
+measures: where bf16 is not emulated, a short probe (training/precision_probe.py, passed in by the
+caller that trains) times both and the faster one runs; where it would be emulated, fp32 unprobed.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from aprelu_exp.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PRECISION_CHOICES = ("trainer", "32", "bf16")
+PRECISION_CHOICES = ("trainer", "32", "bf16", "fast")
 # perf.precision (and the bench's --precisions) -> Lightning's precision
 LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 # /proc/cpuinfo flags that mean the CPU computes bf16 dot products in hardware.
@@ -57,11 +59,15 @@ def cpu_capability() -> dict:
     }
 
 
+def cpu_model() -> str:
+    return next((ln.split(":", 1)[1].strip() for ln in _cpuinfo().splitlines()
+                 if ln.startswith("model name")), "unknown CPU")
+
+
 def capability_line() -> str:
     """One line naming this CPU's kind, for logs that must say which machine they came from."""
     cap = cpu_capability()
-    model = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo().splitlines()
-                  if ln.startswith("model name")), "unknown CPU")
+    model = cpu_model()
     amx = "yes" if cap["amx_bf16"] else "no"
     return (f"CPU: {model}; vector level {cap['torch_capability']}; AVX-512 {'yes' if cap['avx512f'] else 'no'}; "
             f"AVX512_BF16 {'yes' if cap['avx512_bf16'] else 'no'}; AMX-BF16 {amx}; "
@@ -88,7 +94,10 @@ def resolve_precision(requested: str, trainer_precision: str, device_type: str) 
     requested = str(requested).lower()
     if requested not in PRECISION_CHOICES:
         raise ValueError(f"perf.precision={requested!r}: use trainer (trainer.precision as configured), "
-                         f"bf16 (bf16 autocast where the hardware has it) or 32 (fp32).")
+                         f"bf16 (bf16 autocast where the hardware has it), 32 (fp32) or fast (the one "
+                         f"measured faster here).")
+    if requested == "fast":
+        raise ValueError("perf.precision=fast is measured, not resolved: see perf_switches")
     precision = str(trainer_precision) if requested == "trainer" else LIGHTNING_PRECISION[requested]
     if precision.startswith("bf16"):
         ok, why = bf16_support(device_type)
@@ -151,21 +160,55 @@ def _switch(value: str, key: str, auto: bool) -> bool:
     return auto if value == "auto" else value == "true"
 
 
-def perf_switches(cfg: DictConfig, num_train: int | None = None, max_epochs: int | None = None) -> dict:
+def fast_precision(device_type: str, probe, **run) -> tuple[str | None, dict]:
+    """perf.precision=fast: (the Lightning precision that runs, what summary.json and the first screen
+    say of the choice). Where bf16 would be emulated, fp32 without probing; else `probe(device_type,
+    **run)` measures both (None: no probe given, as in preflight, where nothing trains yet)."""
+    ok, why = bf16_support(device_type)
+    if not ok:
+        return "32-true", {"choice": "32-true", "probed": False,
+                           "why": f"perf=fast chose fp32 (32-true) without probing: no fast bf16 here ({why})."}
+    if probe is None:
+        return None, {"choice": None, "probed": False, "why": "measured when the run starts"}
+    found = probe(device_type, **run)
+    return found["choice"], found
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(cfg: DictConfig) -> str:
+    mode = str(cfg.perf.get("compile_mode", "default"))
+    if mode not in COMPILE_MODES:
+        raise UserError(f"perf.compile_mode={mode!r}: use one of torch.compile's modes, {', '.join(COMPILE_MODES)} "
+                        f"(reduce-overhead: CUDA graphs on a GPU).")
+    return mode
+
+
+def perf_switches(cfg: DictConfig, num_train: int | None = None, max_epochs: int | None = None,
+                  probe=None) -> dict:
     """Resolve the `perf` group's auto values for the accelerator and size of this run, and the
-    precision that will actually run (a bf16 request on hardware without bf16 runs fp32)."""
+    precision that will actually run (a bf16 request on hardware without bf16 runs fp32; `fast`
+    runs `probe`, see fast_precision)."""
     cuda = on_cuda(cfg)
     big = num_train is not None and max_epochs is not None and num_train * max_epochs >= COMPILE_PAYS_AFTER_IMAGES
+    switches = {
+        "compile": _switch(cfg.perf.compile, "perf.compile", auto=cuda or big),
+        "compile_mode": compile_mode(cfg),
+        "channels_last": _switch(cfg.perf.channels_last, "perf.channels_last", auto=cuda),
+        "eval_batch_size": eval_batch_size(cfg),
+    }
+    requested = str(cfg.perf.precision)
     try:
-        precision, note = resolve_precision(cfg.perf.precision, cfg.trainer.precision, "cuda" if cuda else "cpu")
+        if requested.lower() == "fast":
+            precision, switches["fast"] = fast_precision(
+                "cuda" if cuda else "cpu", probe, cfg=cfg, compile_net=switches["compile"],
+                channels_last=switches["channels_last"])
+            note = None
+        else:
+            precision, note = resolve_precision(requested, cfg.trainer.precision, "cuda" if cuda else "cpu")
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if note:
         warn_once(note)
-    return {
-        "compile": _switch(cfg.perf.compile, "perf.compile", auto=cuda or big),
-        "channels_last": _switch(cfg.perf.channels_last, "perf.channels_last", auto=cuda),
-        "eval_batch_size": eval_batch_size(cfg),
-        "precision": precision,
-        "precision_requested": str(cfg.perf.precision),
-    }
+    return {**switches, "precision": precision, "precision_requested": requested}
