@@ -21,6 +21,7 @@ from aprelu_exp.runs.stop import RunInterrupted
 from aprelu_exp.console.stop_command import stopped_line
 from aprelu_exp.runs.resume import resume_config
 from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, write_status
+from aprelu_exp.sweep.resume import drop_uncovered_rows
 from aprelu_exp.train import train
 
 log = logging.getLogger("aprelu_exp")
@@ -60,6 +61,8 @@ def run_job(cfg: DictConfig) -> float | None:
             # preemption (submitit), or a fixed hydra.run.dir. It goes on from its last epoch.
             log.warning("%s already holds a checkpoint: continuing that run (requeued job).", run_dir)
             cfg.resume = str(run_dir)
+        elif multirun:
+            drop_uncovered_rows(run_dir)  # a job of a resumed sweep stopped before its first checkpoint
         summary = train(cfg, run_dir)
     except RunInterrupted as exc:
         if launched_as_global_zero():
