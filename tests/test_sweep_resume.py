@@ -190,3 +190,39 @@ def test_resume_of_a_job_or_a_sweep_without_m_names_the_command(failed_sweep, cl
     # Without -m a sweep is no run to continue: the way to continue it is named.
     line = _refused([f"resume={failed_sweep}", f"run_root={tmp_path}"], cli_env, tmp_path)
     assert f"is a sweep: continue it with -m: `python -m aprelu_exp -m resume={failed_sweep}`" in line
+
+
+# -- the plan, from job directories as a sweep leaves them -------------------------------------------
+
+def test_launches_skip_finished_jobs_and_keep_the_numbering():
+    from aprelu_exp.sweep.resume import SweepPlan
+
+    plan = SweepPlan(Path("s"), ["kept", "continue", "kept", "start", "again"])
+    assert plan.blocks(5) == [(1, 2), (3, 5)]  # job #1 alone, then #3 and #4 numbered from 3
+    assert plan.blocks(1) == [(1, 2), (3, 4), (4, 5)]
+    assert SweepPlan(Path("s"), ["start"] * 3).blocks(2) == [(0, 2), (2, 3)]
+    assert SweepPlan(Path("s"), ["kept"] * 2).blocks(2) == []
+
+
+def test_a_job_still_training_refuses_the_resume(tmp_path):
+    from omegaconf import OmegaConf
+
+    from aprelu_exp.errors import UserError
+    from aprelu_exp.runs.lock import RunLock
+    from aprelu_exp.runs.rundir import write_status
+    from aprelu_exp.sweep.resume import sweep_plan
+
+    jobs = [["seed=0"], ["seed=1"]]
+    for num, overrides in enumerate(jobs):
+        job = tmp_path / f"{num}_record_16"
+        (job / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
+    assert sweep_plan(tmp_path, jobs).states == ["start", "start"]
+    write_status(tmp_path / "0_record_16", "finished")
+    lock = RunLock(tmp_path / "1_record_16").acquire()  # this live process trains job 1
+    write_status(tmp_path / "1_record_16", "running")
+    with pytest.raises(UserError, match=r"job #1 of the sweep .* is still running: process \d+"):
+        sweep_plan(tmp_path, jobs)
+    lock.release()  # a job stopped by Ctrl-C: no lock, status interrupted
+    write_status(tmp_path / "1_record_16", "interrupted")
+    assert sweep_plan(tmp_path, jobs).states == ["kept", "start"]

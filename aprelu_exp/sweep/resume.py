@@ -24,6 +24,7 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 LAUNCHER_KEYS = ("hydra/launcher", "hydra.launcher.")
 # Set again by the resume itself, never taken from the saved command.
 REPLACED_HYDRA_KEYS = ("hydra.mode", "hydra.sweep.dir")
+RESUMING_SWEEPER = "aprelu_replicates_sweeper.ReplicatesSweeper"  # the one that skips finished jobs
 KEPT = ("finished", "pruned")  # a pruned job trained until its pruner stopped it: its result stands
 
 
@@ -68,6 +69,11 @@ def _saved_command(sweep_dir: Path) -> tuple[list[str], list[str], OmegaConf]:
         raise UserError(f"-m resume={sweep_dir} is a search (hydra/sweeper=optuna): a search goes on through "
                         f"its study, not its directory. Run the search's command again: the same command "
                         f"continues its study, keeping its trials (see README, 'Searching for the next record').")
+    if sweeper and not sweeper.endswith(RESUMING_SWEEPER):
+        raise UserError(f"-m resume={sweep_dir}: the sweep ran under the sweeper {sweeper}, which would launch "
+                        f"its finished jobs again; only the project's own sweeper (hydra/sweeper=replicates, the "
+                        f"default) resumes a sweep. Continue its interrupted jobs one by one (`python -m aprelu_exp "
+                        f"resume=<job dir>`), or start the sweep again.")
     return task, hydra_overrides, saved
 
 
