@@ -132,7 +132,7 @@ def test_a_killed_joblib_sweep_resumes(reference, cli_env, tmp_path):
 def test_a_killed_sweep_of_replicates_resumes(reference, cli_env, tmp_path):
     # The same runs as the reference, named by replicates=2 instead of a seed sweep.
     _kill_and_resume([*GRID, "replicates=2"], sm.paused, cli_env, tmp_path, reference,
-                     report_drop={"overrides"})
+                     report_drop={"overrides", "replicates"})
 
 
 # -- bad input: refused in one paragraph, exit 2, nothing written -----------------------------------
@@ -226,3 +226,18 @@ def test_a_job_still_training_refuses_the_resume(tmp_path):
     lock.release()  # a job stopped by Ctrl-C: no lock, status interrupted
     write_status(tmp_path / "1_record_16", "interrupted")
     assert sweep_plan(tmp_path, jobs).states == ["kept", "start"]
+
+
+def test_a_job_started_again_without_a_checkpoint_drops_its_old_rows(tmp_path):
+    """Killed between its first metrics row and the checkpoint after it: the row goes, since the job
+    trains epoch 1 again; with a checkpoint the rows stay (the resume keeps those it covers)."""
+    from aprelu_exp.sweep.resume import drop_uncovered_rows
+
+    (tmp_path / "metrics.csv").write_text("epoch,lr\n1,0.1\n")
+    drop_uncovered_rows(tmp_path)
+    assert not (tmp_path / "metrics.csv").exists()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (tmp_path / "metrics.csv").write_text("epoch,lr\n1,0.1\n")
+    drop_uncovered_rows(tmp_path)
+    assert (tmp_path / "metrics.csv").read_text() == "epoch,lr\n1,0.1\n"
