@@ -81,11 +81,12 @@ def _parsed(overrides: list[str]) -> dict[str, object]:
     """key -> parsed value, so that `false` and `False`, `a,b` and `a, b` compare equal."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
-    out = {}
-    for o in parser.parse_overrides(overrides):
-        out[o.get_key_element().lstrip("+~")] = (o.type, o.value())
-    return out
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # Hydra's parse error: said in one paragraph like every refusal
+        raise UserError(f"-m resume=: an override does not parse ({str(exc).replace(chr(10), ' ')}); a resumed sweep needs none but "
+                        f"the launcher's (hydra/launcher=..., hydra.launcher.*).") from None
+    return {o.get_key_element().lstrip("+~"): (o.type, o.value()) for o in parsed}
 
 
 def _refuse_changes(sweep_dir: Path, given: list[str], saved: list[str]) -> None:
