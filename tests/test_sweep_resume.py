@@ -102,7 +102,8 @@ def _kill_and_resume(args: list[str], ready, cli_env: dict, tmp_path: Path, refe
     said = [ln for ln in out.stdout.splitlines() if ln.startswith("resuming sweep")]
     expected = f"resuming sweep {sweep} (4 jobs): jobs #0, #1: finished, not trained again; " + (
         "jobs #2, #3: from the last checkpoint" if both_continue else
-        "job #2: from the last checkpoint; job #3: from the start (never started, or stopped before a first checkpoint)")
+        "job #2: from the last checkpoint; "
+        "job #3: from the start (never started, or stopped before a first checkpoint)")
     assert said == [expected], out.stdout[-3000:]
     # Not trained twice: the finished jobs' files untouched, job 2's first epoch kept as it was
     # measured (its timings could not repeat), the second trained once.

@@ -84,7 +84,8 @@ def _parsed(overrides: list[str]) -> dict[str, object]:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # Hydra's parse error: said in one paragraph like every refusal
-        raise UserError(f"-m resume=: an override does not parse ({str(exc).replace(chr(10), ' ')}); a resumed sweep needs none but "
+        said = str(exc).replace("\n", " ")
+        raise UserError(f"-m resume=: an override does not parse ({said}); a resumed sweep needs none but "
                         f"the launcher's (hydra/launcher=..., hydra.launcher.*).") from None
     return {o.get_key_element().lstrip("+~"): (o.type, o.value()) for o in parsed}
 
