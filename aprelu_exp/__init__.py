@@ -16,8 +16,8 @@ The packages form layers; a module imports only from its own package or from a l
                                 (the first screen, progress, the line a stopped command ends with)
                                 and the third-party noise kept from it
     config_schema, overrides,   the project's own typed keys; command-line overrides that contradict
-    sweep, loggers              each other; the sweepers' replicates; the project's own Lightning
-                                logger (MLflow)
+    sweep, loggers              each other; the sweepers' replicates and a sweep's resume; the
+                                project's own Lightning logger (MLflow)
     compose                     the conf/ tree, composing it, the records by name, composition errors
     search                      Optuna: storage, space, the study, the ask-launch-tell loop, the
                                 job's trial reporter (a configured callback)

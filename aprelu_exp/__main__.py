@@ -19,6 +19,7 @@ from aprelu_exp import cli_help  # noqa: E402
 from aprelu_exp.compose import check_conf_dir, explain, register_resolvers  # noqa: E402
 from aprelu_exp.errors import UserError, completion_fails_quietly  # noqa: E402
 from aprelu_exp.console.stop_command import command_stops_cleanly  # noqa: E402
+from aprelu_exp.sweep.resume import resume_argv  # noqa: E402
 
 register_resolvers()
 cli_help.register()
@@ -65,6 +66,13 @@ def main() -> None:
     # Hydra then raises its composition errors instead of printing them with exit 1: they are said
     # here in one paragraph naming the key, with exit 2 (bad input).
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        resumed = None if completing else resume_argv(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
+    if resumed is not None:  # -m resume=<sweep dir>: the sweep's own command, into its directory
+        sys.argv = [sys.argv[0], *resumed]
     try:
         task()
     except (HydraException, OmegaConfBaseException) as exc:

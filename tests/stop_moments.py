@@ -115,6 +115,7 @@ class Stopped:
     dirs: list[Path]
     status: dict = field(default_factory=dict)
     last_epoch: int | None = None
+    pid: int | None = None  # the command's, which led its own process group
 
     @property
     def after_signal(self) -> str:
@@ -171,7 +172,7 @@ def stop_at(moment: str, ready, args: list[str], env: dict, root: Path, signum: 
         err_f.close()
     err = Path(err_f.name).read_text()
     stopped = Stopped(moment, signum, proc.returncode, seconds, Path(out_f.name).read_text(),
-                      err[:signalled_at] + "\x00SIGNAL\x00" + err[signalled_at:], run_dirs(root))
+                      err[:signalled_at] + "\x00SIGNAL\x00" + err[signalled_at:], run_dirs(root), pid=proc.pid)
     for d in stopped.dirs:
         if (d / "status.json").exists():
             stopped.status = json.loads((d / "status.json").read_text())

@@ -18,6 +18,9 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
     changed network is caught by the checkpoint check instead of silently ignored."""
     run_dir = Path(cfg.resume)
     saved = run_dir / CONFIG_FILE
+    if not saved.is_file() and (run_dir / "multirun.yaml").is_file():
+        raise UserError(f"resume={run_dir} is a sweep: continue it with -m: "
+                        f"`python -m aprelu_exp -m resume={run_dir}`.")
     if not saved.is_file():
         raise UserError(f"resume={run_dir}: no {CONFIG_FILE} there; give the directory of an "
                         f"earlier run (it holds config.yaml, metrics.csv and checkpoints/).")

@@ -61,21 +61,30 @@ class ReplicatesSweeper(Sweeper):
         # Imported when a sweep runs, not when Hydra scans its plugins (which every command does).
         from aprelu_exp.errors import UserError
         from aprelu_exp.sweep.replicates import seed_sweep
+        from aprelu_exp.sweep.resume import SWEEP_FILE, sweep_plan
 
+        sweep_dir = Path(self.config.hydra.sweep.dir)
         try:
             arguments = seed_sweep(self.config, [f"{k}={v}" for k, v in self.params.items()] + list(arguments))
             parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
             jobs = grid(parser.parse_overrides(arguments))
+            # A sweep launched into its own directory again (-m resume=DIR) goes on with it: the
+            # jobs keep their numbers; finished ones are not launched, the others decide from their
+            # directories (aprelu_exp.job: continue from the checkpoint, or start).
+            plan = sweep_plan(sweep_dir, jobs)
         except (UserError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             sys.exit(UserError.exit_code)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
+        resumed = (sweep_dir / SWEEP_FILE).is_file()
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if resumed:
+            print(plan.summary(), flush=True)  # the sweep's own multirun.yaml stays its record
+        else:
+            OmegaConf.save(self.config, sweep_dir / SWEEP_FILE)
         size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else len(jobs)
         returns = []
-        for start in range(0, len(jobs), size):
-            batch = jobs[start:start + size]
+        for start, end in plan.blocks(size):
+            batch = jobs[start:end]
             self.validate_batch_is_legal(batch)
             returns.append(self.launcher.launch(batch, initial_job_idx=start))
         return returns
