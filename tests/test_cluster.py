@@ -149,3 +149,64 @@ def test_a_job_started_again_without_a_checkpoint_keeps_no_stale_metrics_row(cli
     assert out.returncode == 0, out.stderr[-2000:]
     rows = metrics(run)
     assert [r["epoch"] for r in rows] == ["1"] and rows[0]["train_loss"] != "9.5", rows
+
+
+def _slurm_job_logs(sweep: Path) -> list[Path]:
+    """The job logs submitit wrote: one per SLURM job that ran."""
+    return sorted((sweep / ".submitit").glob("*/*_log.out"))
+
+
+@pytest.mark.cluster
+def test_a_search_runs_its_trials_as_slurm_jobs(cli_env, tmp_path):
+    """`hydra/sweeper=optuna` with the submitit launcher: each trial is a SLURM job, and the study
+    holds each trial's value as the job's own metrics.csv has it."""
+    import optuna
+
+    env = slurm_env(cli_env)
+    log = tmp_path / "search.log"
+    proc = start_cli(["-m", "hydra/sweeper=optuna", "hydra/launcher=submitit_slurm", *TINY, "budget=1",
+                      f"run_root={tmp_path / 'runs'}", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+                      "model.reduction=choice(4,8)"], env, log)
+    try:
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
+    assert len(_slurm_job_logs(sweep)) == 2, list(sweep.rglob("*"))
+    storage = f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    runs = sorted(p.parent for p in sweep.rglob("metrics.csv"))
+    assert len(runs) == 2
+    values = sorted(float(metrics(run)[-1]["val_acc_article"]) for run in runs)
+    assert sorted(t.value for t in study.trials) == pytest.approx(values, abs=1e-6)
+    assert {t.params["model.reduction"] for t in study.trials} <= {4, 8}
+    assert len(report_rows(sweep)) == 2
+
+
+@pytest.mark.cluster
+def test_a_confirmation_trains_both_sides_as_slurm_jobs(cli_env, tmp_path):
+    """`records confirm ... hydra/launcher=submitit_slurm`: both sides' seeds run as SLURM jobs and
+    are compared; at two seeds a side there is no verdict (exit 1) and the record file is untouched."""
+    env = slurm_env(cli_env)
+    mine = tmp_path / "my_conf"
+    (mine / "experiment").mkdir(parents=True)
+    record = mine / "experiment" / "record_tslurm.yaml"
+    text = ("# @package _global_\ndefaults:\n- record_16\n- _self_\n\nrecord:\n  name: record_tslurm\n"
+            "  parent: record_16\n  provenance: searched\n  source: test\n  change: relu\nmodel:\n  activation: relu\n")
+    record.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "aprelu_exp.records", "--config-dir", str(mine), "confirm",
+                          "record_tslurm", "--seeds", "2", *TINY, "trainer.max_epochs=1",
+                          "hydra/launcher=submitit_slurm"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "no verdict (n=2 < 3 runs per group)" in out.stderr
+    (confirm_dir,) = (tmp_path / "runs" / "confirm").iterdir()
+    for side in ("parent", "candidate"):
+        assert len(_slurm_job_logs(confirm_dir / side)) == 2, side
+        finished = [p for p in (confirm_dir / side).iterdir() if (p / "summary.json").is_file()]
+        assert len(finished) == 2 and all(read_status(p)["status"] == "finished" for p in finished), side
+    assert "record_tslurm,record_16," in (confirm_dir / "report" / "comparisons.csv").read_text()
+    assert record.read_text() == text
