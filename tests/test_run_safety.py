@@ -223,9 +223,12 @@ def _start_and_wait_for_a_checkpoint(args, env, root, cwd):
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once(cli_env, tmp_path):
+    # Steps of 1,000 images (about a second each here): the first Ctrl-C waits for the step to end,
+    # so the second, 20 ms later, lands while the first is still pending even on a loaded machine
+    # (with steps of 100 the first stop could finish before the second came: a flaky test).
     proc, run = _start_and_wait_for_a_checkpoint(
-        [f"run_root={tmp_path}", "data.train_subset=2000", "data.test_subset=100", "trainer.max_epochs=5",
-         "logger=none"], cli_env, tmp_path, tmp_path)
+        [f"run_root={tmp_path}", "data.train_subset=4000", "data.test_subset=100", "trainer.max_epochs=5",
+         "data.batch_size=1000", "logger=none"], cli_env, tmp_path, tmp_path)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
