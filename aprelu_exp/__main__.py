@@ -19,6 +19,8 @@ from aprelu_exp import cli_help  # noqa: E402
 from aprelu_exp.compose import check_conf_dir, explain, register_resolvers  # noqa: E402
 from aprelu_exp.errors import UserError, completion_fails_quietly  # noqa: E402
 from aprelu_exp.console.stop_command import command_stops_cleanly  # noqa: E402
+from aprelu_exp.runs.stop import RunInterrupted  # noqa: E402
+from aprelu_exp.sweep.slurm import cancel_stopped_sweep  # noqa: E402
 from aprelu_exp.sweep.resume import resume_argv  # noqa: E402
 
 register_resolvers()
@@ -75,6 +77,9 @@ def main() -> None:
         sys.argv = [sys.argv[0], *resumed]
     try:
         task()
+    except RunInterrupted as exc:
+        cancel_stopped_sweep(exc)  # a sweep on SLURM: its jobs would train on without it
+        raise
     except (HydraException, OmegaConfBaseException) as exc:
         if completing:
             sys.exit(0)  # a line that does not parse completes to nothing, quietly

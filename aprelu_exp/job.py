@@ -63,10 +63,10 @@ def run_job(cfg: DictConfig) -> float | None:
         summary = train(cfg, run_dir)
     except RunInterrupted as exc:
         if launched_as_global_zero():
-            print(stopped_line(exc, run_dir), file=sys.stderr, flush=True)
+            sweep_dir = Path(hc.sweep.dir) if multirun else None
+            print(stopped_line(exc, run_dir, sweep_dir=sweep_dir), file=sys.stderr, flush=True)
             if multirun:
                 # The sweep stops here; its report still lists every job, this one as interrupted.
-                sweep_dir = Path(hc.sweep.dir)
                 build_report([sweep_dir], sweep_dir, title=f"Sweep {sweep_dir.name} (interrupted)")
         exc.reported = True
         raise  # the command's wrapper (command_stops_cleanly) ends the process: 128 + the signal

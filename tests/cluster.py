@@ -2,6 +2,7 @@
 `cluster`: where they are not up, those tests skip saying how to start them."""
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -75,3 +76,20 @@ def wait_for(what: str, check, timeout: float, proc: subprocess.Popen | None = N
         time.sleep(0.5)
     tail = log.read_text()[-3000:] if log is not None and log.is_file() else ""
     pytest.fail(f"{what}: not seen within {timeout:.0f} s\n{tail}")
+
+
+TINY = ["data.train_subset=200", "data.test_subset=100", "logger=none", "trainer.deterministic=true",
+        "trainer.enable_progress_bar=false"]
+# what differs between two identical runs: wall-clock times
+TIMES = ("train_time_s", "eval_time_s", "epoch_time_s", "train_images_per_s")
+
+
+def metrics(run: Path) -> list[dict]:
+    with (run / "metrics.csv").open() as f:
+        return [{k: v for k, v in row.items() if k not in TIMES} for row in csv.DictReader(f)]
+
+
+def weights(run: Path) -> dict:
+    import torch
+
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]

@@ -16,23 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cluster import REPO, slurm_env, start_cli, wait_for
+from cluster import REPO, TINY, metrics, slurm_env, start_cli, wait_for, weights
 from aprelu_exp.runs.rundir import read_status
-
-TINY = ["data.train_subset=200", "data.test_subset=100", "logger=none", "trainer.deterministic=true",
-        "trainer.enable_progress_bar=false"]
-# what differs between two identical runs: wall-clock times
-TIMES = ("train_time_s", "eval_time_s", "epoch_time_s", "train_images_per_s")
-
-
-def metrics(run: Path) -> list[dict]:
-    with (run / "metrics.csv").open() as f:
-        return [{k: v for k, v in row.items() if k not in TIMES} for row in csv.DictReader(f)]
-
-
-def weights(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-
 
 def scontrol_job(job_id: str, env: dict) -> str:
     return subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout

@@ -250,8 +250,10 @@ def test_ctrl_c_in_a_sweep_leaves_a_report_with_the_job_interrupted(cli_env, tmp
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert f"resume={run}" in err
     (sweep,) = list((tmp_path / "multirun").iterdir())
+    # the line names how to go on with the whole sweep, and with this job alone
+    assert f"Resume the sweep with: python -m aprelu_exp -m resume={sweep} (this job alone: " in err, err[-2000:]
+    assert f"python -m aprelu_exp resume={run})" in err
     table = list(csv.DictReader(open(sweep / "runs.csv")))
     assert [r["status"] for r in table] == ["interrupted"]  # the second job never started
     assert "SIGINT" in table[0]["error"]

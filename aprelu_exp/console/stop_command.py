@@ -14,9 +14,11 @@ from aprelu_exp.runs.rundir import STATUS_FILE, discard_unstarted, launched_as_g
 from aprelu_exp.runs.stop import RunInterrupted, stop_requests
 
 
-def stopped_line(exc: RunInterrupted, run_dir: Path | None, resume_command: str | None = None) -> str:
-    """The one line a stopped command prints: what stopped it, what it kept, how to go on. A run
-    directory not yet taken (nothing but Hydra's bookkeeping) is removed."""
+def stopped_line(exc: RunInterrupted, run_dir: Path | None, resume_command: str | None = None,
+                 sweep_dir: Path | None = None) -> str:
+    """The one line a stopped command prints: what stopped it, what it kept, how to go on (with the
+    whole sweep, for a job of one). A run directory not yet taken (nothing but Hydra's bookkeeping)
+    is removed."""
     if run_dir is None or not (Path(run_dir) / STATUS_FILE).exists():
         if run_dir is not None and launched_as_global_zero():
             discard_unstarted(run_dir)
@@ -24,7 +26,11 @@ def stopped_line(exc: RunInterrupted, run_dir: Path | None, resume_command: str 
     note = read_status(run_dir).get("error") or f"{exc}"
     if not (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
         return f"interrupted: {note}; {run_dir} keeps its config, start the run again to train it."
-    return f"interrupted: {note}. Resume with: {resume_command or invoked_as('aprelu_exp')} resume={run_dir}"
+    command = resume_command or invoked_as("aprelu_exp")
+    if sweep_dir is not None:
+        return (f"interrupted: {note}. Resume the sweep with: {command} -m resume={sweep_dir} (this job "
+                f"alone: {command} resume={run_dir})")
+    return f"interrupted: {note}. Resume with: {command} resume={run_dir}"
 
 
 def exit_now(code: int) -> None:

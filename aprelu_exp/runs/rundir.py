@@ -14,6 +14,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from aprelu_exp.runs.slurm_job import current_job
 from aprelu_exp.runs.stop import stop_requests
 
 CONFIG_FILE = "config.yaml"
@@ -105,9 +106,10 @@ def find_config(run_dir: Path) -> Path | None:
 
 def write_status(run_dir: Path, state: str, error: str | None = None) -> None:
     assert state in STATES, state
+    job = current_job()
     write_json_atomic(Path(run_dir) / STATUS_FILE, {
         "status": state, "error": error, "pid": os.getpid(), "host": socket.gethostname(),
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        **({"slurm_job": job} if job else {}), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def pid_alive(pid: int) -> bool:

@@ -16,8 +16,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from aprelu_exp.errors import UserError
-from aprelu_exp.runs.lock import LOCK_FILE
+from aprelu_exp.runs.lock import LOCK_FILE, holder_gone, holder_named, read_holder, stop_hint
+from aprelu_exp.runs.slurm_job import queued
 from aprelu_exp.runs.rundir import CONFIG_FILE, read_status
+from aprelu_exp.sweep.slurm import submitted_jobs
 
 SWEEP_FILE = "multirun.yaml"
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -109,6 +111,23 @@ def _refuse_changes(sweep_dir: Path, given: list[str], saved: list[str]) -> None
                 f"new sweep to train with it.")
 
 
+def _refuse_live_slurm_jobs(sweep_dir: Path) -> None:
+    """A SLURM sweep's jobs outlive its sweeper (killed, or its login session closed): a job SLURM
+    still holds, running or pending, will train; launching it again would train it twice. Where
+    squeue cannot be asked the job directories' locks decide (sweep_plan)."""
+    live = queued(submitted_jobs(sweep_dir))
+    if not live:
+        return
+    listed = ", ".join(f"{job} {state}" for job, state in sorted(live.items()))
+    arrays = sorted({job.split("_")[0] for job in live})
+    raise UserError(
+        f"-m resume={sweep_dir}: SLURM still holds jobs of this sweep ({listed}); they go on without the "
+        f"sweeper that submitted them, and launching the sweep again now would train them twice. Wait "
+        f"until `squeue -j {','.join(arrays)}` lists none of them (the resume then trains only what they "
+        f"left), or cancel them with `scancel {' '.join(arrays)}` (a running job stops at its next step "
+        f"and keeps its last checkpoint); then resume again.")
+
+
 def resume_argv(argv: list[str]) -> list[str] | None:
     """The command line that continues the sweep `-m resume=DIR` names, or None when argv is no
     sweep resume. Refuses (UserError) before anything is written."""
@@ -124,6 +143,7 @@ def resume_argv(argv: list[str]) -> list[str] | None:
     launcher = [o for o in given if o.startswith(LAUNCHER_KEYS)]
     _refuse_changes(sweep_dir, [o for o in given if o not in launcher],
                     task + [o for o in hydra_overrides if not _key(o).startswith(REPLACED_HYDRA_KEYS)])
+    _refuse_live_slurm_jobs(sweep_dir)
     kept_hydra = [o for o in hydra_overrides if not _key(o).startswith(REPLACED_HYDRA_KEYS)
                   and not (launcher and _key(o).startswith(LAUNCHER_KEYS))]
     flags = [a for a in argv if not _is_override(a)]
@@ -198,12 +218,14 @@ def _state(run_dir: Path | None, num: int) -> str:
     if status.get("status") in KEPT:
         return "kept"
     if status.get("status") == "running" and (run_dir / LOCK_FILE).exists():
-        # A live process on this host (a dead one reads `interrupted`), or one on another host that
-        # may still train there: launching the job again would train it twice.
-        raise UserError(f"job #{num} of the sweep ({run_dir}) is still running: process {status.get('pid')} "
-                        f"on {status.get('host')} holds it. Wait for the sweep to end or stop it first "
-                        f"(Ctrl-C, or kill {status.get('pid')}); if no process trains there any more (its "
-                        f"machine failed), delete {run_dir / LOCK_FILE}, then resume again.")
+        holder = read_holder(run_dir / LOCK_FILE) or status
+        if not holder_gone(holder):
+            # A live process on this host, or one elsewhere that may still train there (a SLURM
+            # job the queue still holds): launching the job again would train it twice.
+            raise UserError(f"job #{num} of the sweep ({run_dir}) is still running: {holder_named(holder)} "
+                            f"holds it. Wait for the sweep to end or {stop_hint(holder)}; if no process "
+                            f"trains there any more (its machine failed), delete {run_dir / LOCK_FILE}, then "
+                            f"resume again.")
     if status.get("status") == "failed":
         return "again"
     return "continue" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "start"

@@ -1,0 +1,73 @@
+"""A run directory names the SLURM job that trains in it, so that what a job on another node left
+there is judged by the job, not by a process ID that means nothing here. (Against SLURM's real
+queue: tests/test_cluster_resume.py.)"""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from aprelu_exp.errors import UserError
+from aprelu_exp.runs.lock import RunLock
+from aprelu_exp.runs.rundir import read_status, write_status
+from aprelu_exp.runs.slurm_job import current_job, queued
+
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
+
+
+@pytest.fixture
+def outside_slurm(monkeypatch):
+    for key in SLURM_VARS:
+        monkeypatch.delenv(key, raising=False)
+    return monkeypatch
+
+
+def test_the_job_is_named_as_squeue_names_it(outside_slurm):
+    assert current_job() is None
+    outside_slurm.setenv("SLURM_JOB_ID", "4711")
+    assert current_job() == "4711"
+    # a task of an array job (submitit's sweep): its own numeric ID is not what squeue lists
+    outside_slurm.setenv("SLURM_ARRAY_JOB_ID", "4700")
+    outside_slurm.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert current_job() == "4700_3"
+
+
+def test_status_and_lock_record_the_job(outside_slurm, tmp_path):
+    outside_slurm.setenv("SLURM_ARRAY_JOB_ID", "12")
+    outside_slurm.setenv("SLURM_ARRAY_TASK_ID", "0")
+    write_status(tmp_path, "running")
+    assert read_status(tmp_path)["slurm_job"] == "12_0"
+    lock = RunLock(tmp_path).acquire()
+    assert json.loads(lock.path.read_text())["slurm_job"] == "12_0"
+    lock.release()
+
+
+def _left_by(run, host: str, job: str | None) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "run.lock").write_text(json.dumps({"host": host, "pid": 4242, "slurm_job": job, "since": "then"}))
+
+
+def test_a_requeued_job_takes_over_its_earlier_attempts_lock_from_another_node(outside_slurm, tmp_path, caplog):
+    """SLURM requeues a preempted job, perhaps onto another node; the lock its first attempt left
+    names a host and a PID that cannot be checked from here, but the same job."""
+    _left_by(tmp_path, "node-07", "900_1")
+    outside_slurm.setenv("SLURM_ARRAY_JOB_ID", "900")
+    outside_slurm.setenv("SLURM_ARRAY_TASK_ID", "1")
+    with caplog.at_level(logging.WARNING):
+        lock = RunLock(tmp_path).acquire()
+    assert lock.held and "an earlier attempt of this SLURM job (900_1, requeued)" in caplog.text
+    lock.release()
+
+
+def test_a_lock_of_another_nodes_job_is_kept_while_slurm_cannot_be_asked(outside_slurm, tmp_path):
+    outside_slurm.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    assert queued(["900_1"]) is None
+    run = tmp_path / "run"
+    _left_by(run, "node-07", "900_1")
+    with pytest.raises(UserError, match=r"process 4242 on host node-07 \(SLURM job 900_1\) is training in it"
+                                        r".*`scancel 900_1`"):
+        RunLock(run).acquire()
+    _left_by(run, "node-07", None)  # no job named: only its own host could tell
+    with pytest.raises(UserError, match=r"process 4242 on host node-07 is training in it.*kill 4242"):
+        RunLock(run).acquire()
