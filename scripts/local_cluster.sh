@@ -3,6 +3,7 @@
 # `cluster` (tests/test_cluster.py) and CI. Everything lives in $APRELU_CLUSTER_STATE
 # (default /tmp/aprelu-cluster); `stop` ends only the PIDs `start` wrote there.
 #   bash scripts/local_cluster.sh start|stop|status
+#   bash scripts/local_cluster.sh node-fail|node-return   (a node failure, for the tests)
 # After start: `source $APRELU_CLUSTER_STATE/env` gives SLURM_CONF (sbatch, srun, squeue use it),
 # and $APRELU_CLUSTER_STATE/postgres.url holds the test database's URL.
 # Ports (not SLURM's or PostgreSQL's defaults, so a system cluster is left alone):
@@ -79,8 +80,13 @@ SlurmdTimeout=30
 InactiveLimit=0
 KillWait=5
 MinJobAge=300
+# Preemption as clusters set it up: a job of a higher partition tier takes the CPUs; the job it
+# preempts gets SIGTERM, GraceTime seconds to stop, then SIGKILL, and is requeued.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 NodeName=$HOST CPUs=$(nproc) State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
+PartitionName=urgent Nodes=$HOST MaxTime=INFINITE State=UP PriorityTier=10
 CONF
 }
 
@@ -150,6 +156,31 @@ stop() {
   say "stopped (state kept in $STATE)"
 }
 
+# A node failure, for the tests: the node's slurmd and every process of its jobs (slurmstepd and
+# the tasks it started, which carry this cluster's SLURM_CONF and a SLURM_JOB_ID) get SIGKILL at once.
+# The controller notices when the node stops answering (SlurmdTimeout) and requeues its jobs.
+node_fail() {
+  local pid proc conf=$STATE/slurm/slurm.conf
+  pid=$(cat "$STATE/pids/slurmd")
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$STATE/pids/slurmd"
+  for proc in /proc/[0-9]*; do
+    tr '\0' '\n' <"$proc/environ" 2>/dev/null | grep -qx "SLURM_CONF=$conf" || continue
+    if [ "$(cat "$proc/comm" 2>/dev/null)" = slurmstepd ] || tr '\0' '\n' <"$proc/environ" | grep -q '^SLURM_JOB_ID='; then
+      kill -KILL "${proc#/proc/}" 2>/dev/null || true
+    fi
+  done
+  say "node $HOST failed: slurmd and its jobs' processes killed"
+}
+
+# The failed node back: slurmd again (ReturnToService=2 puts the node back in service).
+node_return() {
+  export SLURM_CONF=$STATE/slurm/slurm.conf
+  launch slurmd root slurmd -D -f "$SLURM_CONF"
+  wait_for "slurm node back in service" 120 sh -c "sinfo -h -o %t | grep -qE '^(idle|alloc|mix)$'"
+  say "node $HOST back"
+}
+
 status() {
   local name pid ok=0
   for name in munged slurmctld slurmd postgres; do
@@ -168,5 +199,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: bash scripts/local_cluster.sh start|stop|status" >&2; exit 2 ;;
+  node-fail) node_fail ;;
+  node-return) node_return ;;
+  *) echo "usage: bash scripts/local_cluster.sh start|stop|status|node-fail|node-return" >&2; exit 2 ;;
 esac

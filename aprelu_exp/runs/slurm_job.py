@@ -55,3 +55,37 @@ def job_has_ended(job: str | None) -> bool:
         return False
     states = queued([job])
     return states is not None and not states
+
+
+def _job_fields(job: str, run: Callable = subprocess.run) -> dict[str, str]:
+    if shutil.which("scontrol") is None:
+        return {}
+    try:
+        out = run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return dict(token.split("=", 1) for token in out.stdout.split() if "=" in token) if out.returncode == 0 else {}
+
+
+def being_preempted() -> bool:
+    """True when SLURM is preempting this process's job: its SIGTERM opened the grace time
+    (PreemptTime is set while the job still runs), SIGKILL follows. A job cancelled by scancel
+    reads CANCELLED with no PreemptTime."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    fields = _job_fields(job)
+    return fields.get("JobState") == "RUNNING" and fields.get("PreemptTime", "None") not in ("None", "Unknown")
+
+
+def requeue_this_job() -> str | None:
+    """Put this process's job back in SLURM's queue (as submitit does at its own preemption signal).
+    A job that ends by itself during its grace time is recorded as ended, never requeued; this one
+    runs again and its run goes on from its last checkpoint. Returns what went wrong, or None."""
+    job = os.environ.get("SLURM_JOB_ID")
+    try:
+        out = subprocess.run(["scontrol", "requeue", job or ""], capture_output=True, text=True,
+                             timeout=QUERY_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if out.returncode == 0 else " ".join((out.stderr or out.stdout).split())
