@@ -195,3 +195,36 @@ def test_a_confirmation_trains_both_sides_as_slurm_jobs(cli_env, tmp_path):
         assert len(finished) == 2 and all(read_status(p)["status"] == "finished" for p in finished), side
     assert "record_tslurm,record_16," in (confirm_dir / "report" / "comparisons.csv").read_text()
     assert record.read_text() == text
+
+
+@pytest.mark.cluster
+def test_ddp_across_two_slurm_tasks_equals_lightnings_own_ddp(cli_env, tmp_path):
+    """`trainer=ddp_cpu hydra.launcher.tasks_per_node=2`: SLURM starts the job's two tasks, Lightning
+    takes them as the two DDP ranks (SLURM_PROCID), and only rank 0 writes the run. Its metrics and
+    weights equal the same run under Lightning's own launcher (which starts the second process
+    itself); the two run one after the other, each on both cores."""
+    env = slurm_env(cli_env)
+    run = [*TINY, "trainer=ddp_cpu", "seed=0", "trainer.max_epochs=2", "data.train_subset=400",
+           f"run_root={tmp_path / 'runs'}"]
+    sweep, log = tmp_path / "slurm", tmp_path / "slurm.log"
+    proc = start_cli(["-m", *run, "hydra/launcher=submitit_slurm", "hydra.launcher.tasks_per_node=2",
+                      f"hydra.sweep.dir={sweep}"], env, log)
+    try:
+        assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    reference = tmp_path / "lightning"
+    out = subprocess.run([sys.executable, "-m", "aprelu_exp", *run, f"hydra.run.dir={reference}"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    (job,) = [p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
+    logs = {rank: "".join(p.read_text() for p in sorted(job.glob(f"*_{rank}_log.*"))) for rank in (0, 1)}
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1] and "GLOBAL_RANK: 0, MEMBER: 1/2" in logs[0], logs[1][-2000:]
+    assert "run lock" not in logs[0] + logs[1], "a rank other than 0 reached the run's lock"
+    mine = sweep / "0_record_16"
+    assert read_status(mine)["status"] == "finished"
+    assert metrics(mine) == metrics(reference) and len(metrics(mine)) == 2
+    theirs = weights(reference)
+    assert all(torch.equal(value, theirs[key]) for key, value in weights(mine).items())

@@ -13,7 +13,7 @@ from aprelu_exp.runs.lock import RunLock
 from aprelu_exp.runs.rundir import read_status, write_status
 from aprelu_exp.runs.slurm_job import current_job, queued
 
-SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_PROCID")
 
 
 @pytest.fixture
@@ -43,6 +43,17 @@ def test_status_and_lock_record_the_job(outside_slurm, tmp_path):
     lock.release()
 
 
+def test_only_the_first_task_of_a_slurm_job_writes_the_run(outside_slurm):
+    """The tasks of one SLURM job are the DDP ranks of one run (Lightning reads SLURM_PROCID)."""
+    from aprelu_exp.runs.rundir import launched_as_global_zero
+
+    assert launched_as_global_zero()
+    outside_slurm.setenv("SLURM_PROCID", "1")
+    assert not launched_as_global_zero()
+    outside_slurm.setenv("SLURM_PROCID", "0")
+    assert launched_as_global_zero()
+
+
 def _left_by(run, host: str, job: str | None) -> None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "run.lock").write_text(json.dumps({"host": host, "pid": 4242, "slurm_job": job, "since": "then"}))
@@ -54,6 +65,11 @@ def test_a_requeued_job_takes_over_its_earlier_attempts_lock_from_another_node(o
     _left_by(tmp_path, "node-07", "900_1")
     outside_slurm.setenv("SLURM_ARRAY_JOB_ID", "900")
     outside_slurm.setenv("SLURM_ARRAY_TASK_ID", "1")
+    outside_slurm.setenv("PATH", str(tmp_path / "no-slurm-here"))  # decided without asking SLURM
+    # the same attempt (another task of the job, a DDP rank) never takes it over
+    with pytest.raises(UserError, match="is training in it"):
+        RunLock(tmp_path).acquire()
+    outside_slurm.setenv("SLURM_RESTART_COUNT", "1")  # SLURM counts the attempts of a requeued job
     with caplog.at_level(logging.WARNING):
         lock = RunLock(tmp_path).acquire()
     assert lock.held and "an earlier attempt of this SLURM job (900_1, requeued)" in caplog.text

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.rundir import pid_alive
-from aprelu_exp.runs.slurm_job import current_job, job_has_ended
+from aprelu_exp.runs.slurm_job import attempt, current_job, job_has_ended
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "run.lock"
@@ -28,7 +28,7 @@ class RunLock:
         a process that is gone (same host) is taken over with a note."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         mine = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": current_job(),
-                           "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                           "slurm_attempt": attempt(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -72,13 +72,13 @@ def read_holder(path: Path) -> dict:
 
 def holder_gone(holder: dict) -> str | None:
     """How we know the process a lock (or a `running` status) names has ended, or None while it may
-    still train: its PID is gone on this host; it was this very SLURM job's earlier attempt (a
-    requeued job, perhaps on another node: SLURM runs one attempt at a time); or SLURM's queue no
-    longer holds its job."""
+    still train: its PID is gone on this host; it was an earlier attempt of this very SLURM job (a
+    requeued job, perhaps on another node: SLURM runs one attempt at a time, and counts them); or
+    SLURM's queue no longer holds its job."""
     host, pid, job = holder.get("host"), holder.get("pid"), holder.get("slurm_job")
     if host == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
         return f"process {pid}"
-    if job and job == current_job():
+    if job and job == current_job() and int(holder.get("slurm_attempt") or 0) < attempt():
         return f"an earlier attempt of this SLURM job ({job}, requeued)"
     if job and job_has_ended(job):
         return f"SLURM job {job} (no longer in SLURM's queue)"

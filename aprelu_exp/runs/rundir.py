@@ -33,8 +33,10 @@ def unique_suffix() -> str:
 
 def launched_as_global_zero() -> bool:
     """True in the process a user started (or rank 0 of a launched job). Lightning's DDP launcher
-    re-runs the command with LOCAL_RANK/NODE_RANK set; those processes must not write run files."""
-    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    re-runs the command with LOCAL_RANK/NODE_RANK set, and SLURM starts one process per task of a
+    job with SLURM_PROCID (the tasks of one job are the DDP ranks of one run); only rank 0 writes
+    run files."""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 @contextlib.contextmanager

@@ -23,6 +23,12 @@ def current_job() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or None
 
 
+def attempt() -> int:
+    """How many times SLURM has started this job before (SLURM_RESTART_COUNT, set once it is
+    requeued): a requeued job's attempt is greater than that of the attempt before it."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
 def queued(job_ids: Iterable[str], run: Callable = subprocess.run) -> dict[str, str] | None:
     """{job: state} of the given jobs (an array job's ID stands for all its tasks) that SLURM's queue
     still holds (pending, running, requeued, completing: squeue's default states); {} when none
