@@ -21,7 +21,7 @@ from aprelu_exp.overrides import refuse_contradictions
 from aprelu_exp.runs.stop import RunInterrupted
 from aprelu_exp.console.stop_command import stopped_line
 from aprelu_exp.runs.resume import resume_config
-from aprelu_exp.runs.slurm_job import being_preempted, current_job, requeue_this_job
+from aprelu_exp.runs.slurm_job import being_preempted_for_requeue, current_job, requeue_this_job
 from aprelu_exp.runs.rundir import discard_unstarted, launched_as_global_zero, read_status, write_status
 from aprelu_exp.train import train
 
@@ -66,19 +66,22 @@ def run_job(cfg: DictConfig) -> float | None:
     except RunInterrupted as exc:
         if launched_as_global_zero():
             sweep_dir = Path(hc.sweep.dir) if multirun else None
-            line = stopped_line(exc, run_dir, sweep_dir=sweep_dir)
-            if exc.signum == signal.SIGTERM and being_preempted():
+            line, requeued = stopped_line(exc, run_dir, sweep_dir=sweep_dir), False
+            if exc.signum == signal.SIGTERM and being_preempted_for_requeue():
                 # SLURM's preemption: SIGTERM, then SIGKILL after the grace time, and only a job
                 # still running then is requeued. This one has stopped cleanly; it requeues itself.
+                # The requeue sends the job SIGTERM again, which must not cut this short.
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 problem = requeue_this_job()
-                if problem is None:
+                requeued = problem is None
+                if requeued:
                     note = read_status(run_dir).get("error") or str(exc)
                     line = (f"preempted by SLURM ({note}): job {current_job()} is requeued and goes on from "
                             f"its last checkpoint when SLURM starts it again.")
                 else:
                     line = f"preempted by SLURM; the job could not be requeued ({problem}). {line}"
             print(line, file=sys.stderr, flush=True)
-            if multirun:
+            if multirun and not requeued:
                 # The sweep stops here; its report still lists every job, this one as interrupted.
                 build_report([sweep_dir], sweep_dir, title=f"Sweep {sweep_dir.name} (interrupted)")
         exc.reported = True

@@ -151,6 +151,8 @@ stop() {
       kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$STATE/pids/$name"
+    # what slurmd leaves when it ends: the steps of jobs still running, and their tasks
+    [ "$name" = slurmd ] && kill_job_processes
   done
   rm -f "$STATE/env"
   say "stopped (state kept in $STATE)"
@@ -159,17 +161,21 @@ stop() {
 # A node failure, for the tests: the node's slurmd and every process of its jobs (slurmstepd and
 # the tasks it started, which carry this cluster's SLURM_CONF and a SLURM_JOB_ID) get SIGKILL at once.
 # The controller notices when the node stops answering (SlurmdTimeout) and requeues its jobs.
-node_fail() {
-  local pid proc conf=$STATE/slurm/slurm.conf
-  pid=$(cat "$STATE/pids/slurmd")
-  kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$STATE/pids/slurmd"
+kill_job_processes() {
+  local proc environ conf=$STATE/slurm/slurm.conf
   for proc in /proc/[0-9]*; do
-    tr '\0' '\n' <"$proc/environ" 2>/dev/null | grep -qx "SLURM_CONF=$conf" || continue
-    if [ "$(cat "$proc/comm" 2>/dev/null)" = slurmstepd ] || tr '\0' '\n' <"$proc/environ" | grep -q '^SLURM_JOB_ID='; then
+    environ=$( { tr '\0' '\n' <"$proc/environ"; } 2>/dev/null ) || continue
+    grep -qx "SLURM_CONF=$conf" <<<"$environ" || continue
+    if [ "$( { cat "$proc/comm"; } 2>/dev/null )" = slurmstepd ] || grep -q '^SLURM_JOB_ID=' <<<"$environ"; then
       kill -KILL "${proc#/proc/}" 2>/dev/null || true
     fi
   done
+}
+
+node_fail() {
+  kill -KILL "$(cat "$STATE/pids/slurmd")" 2>/dev/null || true
+  rm -f "$STATE/pids/slurmd"
+  kill_job_processes
   say "node $HOST failed: slurmd and its jobs' processes killed"
 }
 

@@ -93,3 +93,9 @@ def weights(run: Path) -> dict:
     import torch
 
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def job_fields(job_id: str, env: dict) -> dict[str, str]:
+    """What `scontrol show job` says of a job, field by field ({} once SLURM has forgotten it)."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True).stdout
+    return dict(token.split("=", 1) for token in out.split() if "=" in token)

@@ -16,12 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cluster import REPO, TINY, metrics, slurm_env, start_cli, wait_for, weights
+from cluster import REPO, TINY, job_fields, metrics, slurm_env, start_cli, wait_for, weights
 from aprelu_exp.runs.rundir import read_status
-
-def scontrol_job(job_id: str, env: dict) -> str:
-    return subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
-
 
 def report_rows(sweep: Path) -> list[dict]:
     with (sweep / "runs.csv").open() as f:
@@ -51,8 +47,8 @@ def test_slurm_sweep_equals_the_basic_one_and_a_preempted_job_goes_on(cli_env, t
         (job_id,) = [p.name for p in (slurm_dir / ".submitit").iterdir() if p.name.endswith("_0")]
         subprocess.run(["scancel", "--signal=USR2", job_id], env=env, check=True)
         # SLURM makes a requeued job eligible 121 s later (EligibleTime, measured here); start it now
-        wait_for("the requeue", lambda: re.search(r"JobState=PENDING.*Restarts=1", scontrol_job(job_id, env), re.S),
-                 120, slurm, slurm_log)
+        wait_for("the requeue", lambda: job_fields(job_id, env).get("JobState") == "PENDING"
+                 and job_fields(job_id, env).get("Restarts") == "1", 120, slurm, slurm_log)
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=True)
         assert slurm.wait(timeout=400) == 0, slurm_log.read_text()[-3000:]
         assert basic.wait(timeout=300) == 0, basic_log.read_text()[-3000:]
@@ -63,8 +59,8 @@ def test_slurm_sweep_equals_the_basic_one_and_a_preempted_job_goes_on(cli_env, t
     out = slurm_log.read_text()
 
     # requeued by SLURM (its own count), continued in the same run directory from its checkpoint
-    job = scontrol_job(job_id, env)
-    assert "Restarts=1" in job and "JobState=COMPLETED" in job, job
+    job = job_fields(job_id, env)
+    assert job["Restarts"] == "1" and job["JobState"] == "COMPLETED", job
     job_log = "".join(p.read_text() for p in sorted((slurm_dir / ".submitit" / job_id).glob("*_log.*")))
     assert "Caught signal SIGUSR2" in job_log and "this job is preempted" in job_log, job_log[-3000:]
     assert f"{run0} already holds a checkpoint: continuing that run" in job_log, job_log[-3000:]
@@ -222,7 +218,8 @@ def test_ddp_across_two_slurm_tasks_equals_lightnings_own_ddp(cli_env, tmp_path)
     (job,) = [p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
     logs = {rank: "".join(p.read_text() for p in sorted(job.glob(f"*_{rank}_log.*"))) for rank in (0, 1)}
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1] and "GLOBAL_RANK: 0, MEMBER: 1/2" in logs[0], logs[1][-2000:]
-    assert "run lock" not in logs[0] + logs[1], "a rank other than 0 reached the run's lock"
+    # a rank other than 0 that took the run's lock would be refused ("is in use") or take it over
+    assert "run.lock" not in logs[0] + logs[1] and "is in use" not in logs[0] + logs[1], logs[1][-2000:]
     mine = sweep / "0_record_16"
     assert read_status(mine)["status"] == "finished"
     assert metrics(mine) == metrics(reference) and len(metrics(mine)) == 2

@@ -19,27 +19,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from cluster import REPO, metrics, slurm_env, start_cli, wait_for, weights
+from cluster import REPO, TINY, job_fields, metrics, slurm_env, start_cli, wait_for, weights
 from aprelu_exp.runs.rundir import read_status
 
-JOB = ["-m", "seed=0", "trainer.max_epochs=4", "data.train_subset=1000", "data.test_subset=100", "logger=none",
-       "trainer.deterministic=true", "trainer.enable_progress_bar=false"]
-
-
-def _job(job_id: str, env: dict) -> dict[str, str]:
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True).stdout
-    return dict(token.split("=", 1) for token in out.split() if "=" in token)
+JOB = ["-m", "seed=0", *[o for o in TINY if not o.startswith("data.train_subset=")], "trainer.max_epochs=4",
+       "data.train_subset=1000"]
 
 
 def _start_now_when_requeued(job_id: str, env: dict) -> bool:
     """SLURM holds a requeued job back for about two minutes (its BeginTime); start it at once."""
-    fields = _job(job_id, env)
+    fields = job_fields(job_id, env)
     if fields.get("JobState") == "PENDING" and fields.get("Reason") == "BeginTime":
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=True)
     return int(fields.get("Restarts", 0)) >= 1 and fields.get("JobState") in ("PENDING", "RUNNING", "COMPLETED")
 
 
-def _disturbed_job(tmp_path: Path, cli_env: dict, disturb) -> tuple[Path, str, str]:
+def _disturbedjob_fields(tmp_path: Path, cli_env: dict, disturb) -> tuple[Path, str, str]:
     """The SLURM job and its twin; `disturb(job_id, env)` is called once the job has checkpointed its
     first epoch. Returns the job's run directory, its SLURM job ID and its submitit log."""
     env = slurm_env(cli_env)
@@ -61,7 +56,7 @@ def _disturbed_job(tmp_path: Path, cli_env: dict, disturb) -> tuple[Path, str, s
                 os.killpg(p.pid, signal.SIGKILL)
         if job_id:
             subprocess.run(["scancel", job_id.split("_")[0]], env=env)
-    fields = _job(job_id, env)
+    fields = job_fields(job_id, env)
     assert fields["JobState"] == "COMPLETED" and fields["Restarts"] == "1", fields
     job_log = "".join(p.read_text() for p in sorted((sweep / ".submitit" / job_id).glob("*_log.*")))
     assert f"{run} already holds a checkpoint: continuing that run" in job_log, job_log[-3000:]
@@ -77,24 +72,24 @@ def _disturbed_job(tmp_path: Path, cli_env: dict, disturb) -> tuple[Path, str, s
 
 @pytest.mark.cluster
 def test_a_job_preempted_by_slurm_stops_cleanly_requeues_itself_and_goes_on(cli_env, tmp_path):
-    urgent = {}
-
     def preempt(job_id: str, env: dict) -> None:
         # A job of the higher-tier partition asking for every CPU of the node: SLURM preempts ours.
-        urgent["id"] = subprocess.run(["sbatch", "--parsable", "-p", "urgent", f"--cpus-per-task={os.cpu_count()}",
-                                       "--wrap", "sleep 2"], env=env, capture_output=True, text=True,
-                                      check=True).stdout.strip()
-        wait_for("SLURM to preempt the job", lambda: _job(job_id, env).get("PreemptTime", "None") != "None"
-                 or int(_job(job_id, env).get("Restarts", 0)) >= 1, 120)
+        urgent = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-p", "urgent",
+                                 f"--cpus-per-task={os.cpu_count()}", "--wrap", "sleep 2"], env=env,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        wait_for("SLURM to preempt the job", lambda: job_fields(job_id, env).get("PreemptTime", "None") != "None"
+                 or int(job_fields(job_id, env).get("Restarts", 0)) >= 1, 120)
+        # the urgent job gets the CPUs: the preemption did its work
+        wait_for("the urgent job to run", lambda: job_fields(urgent, env).get("JobState") in ("RUNNING", "COMPLETED"),
+                 120)
 
-    run, job_id, job_log = _disturbed_job(tmp_path, cli_env, preempt)
+    run, job_id, job_log = _disturbedjob_fields(tmp_path, cli_env, preempt)
     # SIGTERM came (the grace time's signal, not submitit's USR2), the run stopped at a clean point
     # and requeued its job at once instead of waiting out the grace time to be killed.
     said = re.search(r"preempted by SLURM \(SIGTERM during epoch (\d); checkpoints/last.ckpt holds epoch (\d), "
                      r"the last completed\): job (\S+) is requeued and goes on from its last checkpoint", job_log)
     assert said and said.group(3) == job_id and int(said.group(2)) >= 1, job_log[-3000:]
     assert "SIGUSR2" not in job_log
-    assert _job(urgent["id"], slurm_env(cli_env))["JobState"] == "COMPLETED"
 
 
 def _node_fails(job_id: str, env: dict) -> None:
@@ -103,13 +98,13 @@ def _node_fails(job_id: str, env: dict) -> None:
     job; then the node comes back."""
     subprocess.run(["bash", "scripts/local_cluster.sh", "node-fail"], cwd=REPO, env=env, check=True)
     wait_for("the controller to requeue the job of the failed node",
-             lambda: int(_job(job_id, env).get("Restarts", 0)) >= 1, 180)
+             lambda: int(job_fields(job_id, env).get("Restarts", 0)) >= 1, 180)
     subprocess.run(["bash", "scripts/local_cluster.sh", "node-return"], cwd=REPO, env=env, check=True)
 
 
 @pytest.mark.cluster
 def test_a_job_on_a_node_that_fails_is_requeued_and_goes_on(cli_env, tmp_path):
-    run, job_id, job_log = _disturbed_job(tmp_path, cli_env, _node_fails)
+    run, job_id, job_log = _disturbedjob_fields(tmp_path, cli_env, _node_fails)
     # Nothing in the job saw it coming: no stop line; the lock and the `running` status its process
     # left were taken over by the job's next attempt.
     assert "interrupted:" not in job_log and "preempted by SLURM" not in job_log, job_log[-3000:]

@@ -208,7 +208,7 @@ def test_a_lock_left_by_a_slurm_job_on_another_node_is_judged_by_slurms_queue(cl
     monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(key, raising=False)
-    job_id = subprocess.run(["sbatch", "--parsable", "--wrap", "sleep 300"], env=env, capture_output=True,
+    job_id = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 300"], env=env, capture_output=True,
                             text=True, check=True).stdout.strip()
     try:
         wait_for("the stand-in job to run", lambda: _squeue(env, [job_id]).get(job_id) == "RUNNING", 60)

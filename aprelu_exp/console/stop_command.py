@@ -19,14 +19,17 @@ def stopped_line(exc: RunInterrupted, run_dir: Path | None, resume_command: str 
     """The one line a stopped command prints: what stopped it, what it kept, how to go on (with the
     whole sweep, for a job of one). A run directory not yet taken (nothing but Hydra's bookkeeping)
     is removed."""
+    command = resume_command or invoked_as("aprelu_exp")
+    sweep = f" Resume the sweep with: {command} -m resume={sweep_dir}" if sweep_dir is not None else ""
     if run_dir is None or not (Path(run_dir) / STATUS_FILE).exists():
         if run_dir is not None and launched_as_global_zero():
             discard_unstarted(run_dir)
-        return f"stopped by {exc} before the run started; nothing was kept."
+        return f"stopped by {exc} before the run started; nothing was kept." + sweep
     note = read_status(run_dir).get("error") or f"{exc}"
     if not (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
+        if sweep:
+            return f"interrupted: {note}; this job starts afresh when the sweep goes on.{sweep}"
         return f"interrupted: {note}; {run_dir} keeps its config, start the run again to train it."
-    command = resume_command or invoked_as("aprelu_exp")
     if sweep_dir is not None:
         return (f"interrupted: {note}. Resume the sweep with: {command} -m resume={sweep_dir} (this job "
                 f"alone: {command} resume={run_dir})")

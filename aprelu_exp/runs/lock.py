@@ -76,10 +76,10 @@ def holder_gone(holder: dict) -> str | None:
     requeued job, perhaps on another node: SLURM runs one attempt at a time, and counts them); or
     SLURM's queue no longer holds its job."""
     host, pid, job = holder.get("host"), holder.get("pid"), holder.get("slurm_job")
-    if host == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
-        return f"process {pid}"
     if job and job == current_job() and int(holder.get("slurm_attempt") or 0) < attempt():
         return f"an earlier attempt of this SLURM job ({job}, requeued)"
+    if host == socket.gethostname() and isinstance(pid, int):
+        return None if pid_alive(pid) else f"process {pid}"  # this host knows better than any queue
     if job and job_has_ended(job):
         return f"SLURM job {job} (no longer in SLURM's queue)"
     return None

@@ -17,9 +17,9 @@ from omegaconf import OmegaConf
 
 from aprelu_exp.errors import UserError
 from aprelu_exp.runs.lock import LOCK_FILE, holder_gone, holder_named, read_holder, stop_hint
-from aprelu_exp.runs.slurm_job import queued
+from aprelu_exp.runs.slurm_job import arrays, queued
 from aprelu_exp.runs.rundir import CONFIG_FILE, read_status
-from aprelu_exp.sweep.slurm import submitted_jobs
+from aprelu_exp.sweep.slurm import submitit_root, submitted_jobs
 
 SWEEP_FILE = "multirun.yaml"
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -111,20 +111,27 @@ def _refuse_changes(sweep_dir: Path, given: list[str], saved: list[str]) -> None
                 f"new sweep to train with it.")
 
 
-def _refuse_live_slurm_jobs(sweep_dir: Path) -> None:
+def _refuse_live_slurm_jobs(sweep_dir: Path, saved: OmegaConf) -> None:
     """A SLURM sweep's jobs outlive its sweeper (killed, or its login session closed): a job SLURM
-    still holds, running or pending, will train; launching it again would train it twice. Where
-    squeue cannot be asked the job directories' locks decide (sweep_plan)."""
-    live = queued(submitted_jobs(sweep_dir))
+    still holds, running or pending, will train; launching it again would train it twice."""
+    root = submitit_root(OmegaConf.select(saved, "hydra.launcher.submitit_folder", default=None), sweep_dir)
+    jobs = submitted_jobs(root)
+    live = queued(jobs)
+    if live is None:
+        raise UserError(
+            f"-m resume={sweep_dir}: the sweep ran jobs on SLURM ({root} holds them), and SLURM cannot be asked "
+            f"here whether any of them is still queued or running (squeue does not answer); launching them "
+            f"again could train them twice. Resume where squeue answers (a login node of that cluster); if "
+            f"none of its jobs can run any more (the cluster is gone), delete {root}, then resume again.")
     if not live:
         return
     listed = ", ".join(f"{job} {state}" for job, state in sorted(live.items()))
-    arrays = sorted({job.split("_")[0] for job in live})
+    ids = arrays(live)
     raise UserError(
         f"-m resume={sweep_dir}: SLURM still holds jobs of this sweep ({listed}); they go on without the "
         f"sweeper that submitted them, and launching the sweep again now would train them twice. Wait "
-        f"until `squeue -j {','.join(arrays)}` lists none of them (the resume then trains only what they "
-        f"left), or cancel them with `scancel {' '.join(arrays)}` (a running job stops at its next step "
+        f"until `squeue -j {','.join(ids)}` lists none of them (the resume then trains only what they "
+        f"left), or cancel them with `scancel {' '.join(ids)}` (a running job stops at its next step "
         f"and keeps its last checkpoint); then resume again.")
 
 
@@ -143,7 +150,7 @@ def resume_argv(argv: list[str]) -> list[str] | None:
     launcher = [o for o in given if o.startswith(LAUNCHER_KEYS)]
     _refuse_changes(sweep_dir, [o for o in given if o not in launcher],
                     task + [o for o in hydra_overrides if not _key(o).startswith(REPLACED_HYDRA_KEYS)])
-    _refuse_live_slurm_jobs(sweep_dir)
+    _refuse_live_slurm_jobs(sweep_dir, saved)
     kept_hydra = [o for o in hydra_overrides if not _key(o).startswith(REPLACED_HYDRA_KEYS)
                   and not (launcher and _key(o).startswith(LAUNCHER_KEYS))]
     flags = [a for a in argv if not _is_override(a)]

@@ -4,6 +4,7 @@ submitit's messages are printed once, through Hydra's logging, and a sweep the u
 SIGTERM) cancels its jobs, which would otherwise train on without it."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -15,17 +16,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from aprelu_exp.console.stop_command import invoked_as
 from aprelu_exp.errors import UserError
-from aprelu_exp.runs.slurm_job import JOB_ID, queued
+from aprelu_exp.runs.slurm_job import arrays, queued, said, slurm
 from aprelu_exp.runs.stop import RunInterrupted
 
 SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 SLURM_TOOLS = ("sbatch", "srun")  # submitit submits with sbatch and starts each task with srun
-PING_TIMEOUT_S = 30
-SUBMITIT_DIR = ".submitit"  # the launcher's folder in the sweep directory (submitit_folder's default)
-# How long a stopped sweep waits for its cancelled jobs to leave the queue: a running job stops at its
-# next step and writes its status (SLURM's KillWait, 30 s by default, then kills it).
+SUBMITIT_FOLDER = "${hydra.sweep.dir}/.submitit/%j"  # hydra.launcher.submitit_folder's default
+# submitit names its files and folders after the job: 12 (the array), 12_3 (a task), 12_3_log.out
+SUBMITTED = re.compile(r"^(\d+)(?:_(\d+))?(?:_|$)")
+# How long a stopped sweep waits for its cancelled jobs to leave the queue (a running job stops at its
+# next step and writes its status; SLURM's KillWait, 30 s by default, then kills it), and how often
+# it asks: one squeue of the array IDs, light on a big controller.
 CANCEL_WAIT_S = 120
-_submitting: Path | None = None  # the sweep directory this process sends to SLURM
+CANCEL_POLL_S = 5
+_submitting: tuple[Path, Path] | None = None  # (sweep directory, submitit's folder) this process submits
 
 
 def uses_slurm(config: DictConfig) -> bool:
@@ -40,11 +44,8 @@ def check_slurm_reachable(which=shutil.which, run=subprocess.run) -> None:
             f"{'is' if len(missing) == 1 else 'are'} not on this machine's PATH; nothing was started. Run the "
             f"sweep on a SLURM login node (or put SLURM's commands on PATH and SLURM_CONF in the environment), "
             f"or drop the override to run the jobs here (the basic launcher, or hydra/launcher=joblib).")
-    try:
-        answer = run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=PING_TIMEOUT_S)
-        problem = None if answer.returncode == 0 else " ".join((answer.stderr or answer.stdout).split())
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
+    answer = slurm(["sinfo", "-h", "-o", "%P"], run=run, which=which)
+    problem = said(answer) if isinstance(answer, str) or answer.returncode != 0 else None
     if problem:
         raise UserError(
             f"hydra/launcher=submitit_slurm: SLURM's controller does not answer here (sinfo: {problem}); "
@@ -76,13 +77,26 @@ class SlurmLauncherSetup(Callback):
             print(f"error: {exc}", file=sys.stderr, flush=True)
             sys.exit(UserError.exit_code)
         print_submitit_once()
-        _submitting = Path(config.hydra.sweep.dir)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        _submitting = sweep_dir, submitit_root(OmegaConf.select(config, "hydra.launcher.submitit_folder"), sweep_dir)
 
 
-def submitted_jobs(sweep_dir: Path) -> list[str]:
-    """The SLURM jobs submitit submitted for a sweep: it keeps a folder per job (and per array)."""
-    folder = Path(sweep_dir) / SUBMITIT_DIR
-    return sorted(p.name for p in folder.iterdir() if JOB_ID.match(p.name)) if folder.is_dir() else []
+def submitit_root(folder: str | None, sweep_dir: Path) -> Path:
+    """The folder under which submitit keeps a sweep's job files, from hydra.launcher.submitit_folder
+    (resolved, or as multirun.yaml keeps it, with ${hydra.sweep.dir} in it): the part before %j."""
+    folder = str(folder or SUBMITIT_FOLDER).replace("${hydra.sweep.dir}", str(sweep_dir))
+    return Path(folder.split("%j", 1)[0].rstrip("/") or ".")
+
+
+def submitted_jobs(root: Path) -> list[str]:
+    """The SLURM jobs whose files submitit keeps under root: a folder per job and per array task
+    (`%j` in submitit_folder), or every job's files in root itself. Inside a job's folder `<job>_<n>`
+    names the job's n-th task (several tasks: DDP), not a job."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = (SUBMITTED.match(p.name) for p in root.iterdir())
+    return sorted({m.group(1) + (f"_{m.group(2)}" if m.group(2) else "") for m in found if m})
 
 
 def cancel_stopped_sweep(exc: RunInterrupted) -> None:
@@ -92,15 +106,29 @@ def cancel_stopped_sweep(exc: RunInterrupted) -> None:
     nothing in a process that sent no sweep to SLURM."""
     if _submitting is None:
         return
-    live = queued(submitted_jobs(_submitting)) or {}
-    if live:
-        subprocess.run(["scancel", *sorted({job.split("_")[0] for job in live})], capture_output=True,
-                       timeout=PING_TIMEOUT_S)
+    sweep_dir, root = _submitting
+    jobs = submitted_jobs(root)
+    live = queued(jobs)
+    # Where the queue cannot be asked, every job of the sweep is cancelled: scancel of an ended job is harmless.
+    targets = arrays(live if live is not None else jobs)
+    done = "none was left"
+    if targets:
+        print(f"stopping: cancelling the sweep's SLURM jobs ({' '.join(targets)}) and waiting for them to "
+              f"stop (up to {CANCEL_WAIT_S} s; {exc} again leaves at once, the jobs still cancelled)",
+              file=sys.stderr, flush=True)
+        out = slurm(["scancel", *targets])
+        if isinstance(out, str) or out.returncode != 0:
+            print(f"interrupted: sweep {sweep_dir} stopped by {exc}, but its SLURM jobs could not be cancelled "
+                  f"(scancel: {said(out)}); cancel them with `scancel {' '.join(targets)}`, then resume with: "
+                  f"{invoked_as('aprelu_exp')} -m resume={sweep_dir}", file=sys.stderr, flush=True)
+            exc.reported = True
+            return
         deadline = time.monotonic() + CANCEL_WAIT_S
-        while (queued(list(live)) or {}) and time.monotonic() < deadline:
-            time.sleep(1)
-    jobs = ", ".join(f"{job} ({state.lower()})" for job, state in sorted(live.items())) or "none was left"
-    print(f"interrupted: sweep {_submitting} stopped by {exc}; its SLURM jobs were cancelled: {jobs} (a running "
-          f"job keeps its last checkpoint). Resume with: {invoked_as('aprelu_exp')} -m resume={_submitting}",
+        while (queued(targets) or {}) and time.monotonic() < deadline:
+            time.sleep(CANCEL_POLL_S)
+        done = (", ".join(f"{job} ({state.lower()})" for job, state in sorted(live.items())) if live
+                else " ".join(targets))
+    print(f"interrupted: sweep {sweep_dir} stopped by {exc}; its SLURM jobs were cancelled: {done} (a running "
+          f"job keeps its last checkpoint). Resume with: {invoked_as('aprelu_exp')} -m resume={sweep_dir}",
           file=sys.stderr, flush=True)
     exc.reported = True
