@@ -71,6 +71,21 @@ def test_the_installed_command_composes_and_helps_from_any_folder(installed, tmp
     assert bad.returncode == 2 and "Did you mean model.reduction" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_the_installed_records_command_lists_and_plans_a_replay(installed, tmp_path):
+    """`aprelu-exp-records`, the records tools without `python -m`: the lineage, a replay's plan (its
+    runs counted, nothing trained) and a refusal, from a folder outside the checkout."""
+    records = str(installed / "bin" / "aprelu-exp-records")
+    listed = subprocess.run([records, "list"], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert listed.returncode == 0 and "record_16  [exact]" in listed.stdout, listed.stderr
+    plan = subprocess.run([records, "replay", "record_16", "--seeds", "2", "--plan", "budget=1",
+                           f"run_root={tmp_path / 'runs'}"], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr
+    assert "2 records x 2 seeds = 4 runs (record_15, record_16" in plan.stdout and "0 of 4 already done" in plan.stdout
+    assert not (tmp_path / "runs").exists()
+    bad = subprocess.run([records, "replay", "record_166"], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert bad.returncode == 2 and "did you mean record_16" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def _complete(venv: Path, line: str, cwd: Path) -> list[str]:
     out = _aprelu(venv, ["-sc", "query=bash"], cwd, COMP_LINE=line, COMP_POINT=str(len(line)))
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr

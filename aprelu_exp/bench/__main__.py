@@ -36,6 +36,7 @@ from aprelu_exp.errors import run_command
 from aprelu_exp.console.noise import quiet_third_party
 from aprelu_exp.runs.rundir import environment
 from aprelu_exp.training.build import build_augment
+from aprelu_exp.training.measured_rates import network_multiply_adds, record_bench
 from aprelu_exp.training.precision import LIGHTNING_PRECISION, bf16_support, cpu_capability, run_device
 from aprelu_exp.training.speed import interleaved_rates, precision_context, rates, training_step_fn
 
@@ -157,6 +158,10 @@ def bench(args, parser) -> None:
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print_table(results)
     print(f"\nwritten: {args.out}")
+    # What `records replay --plan` estimates from on this machine.
+    kept = record_bench(results, network_multiply_adds(cfg.model))
+    if kept:
+        print(f"kept this device's epoch rates for estimates: {kept}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`python -m aprelu_exp.records list | show RECORD | diff A B | promote TRIAL_OR_STUDY --name NAME
-[--confirm N] [overrides] | confirm RECORD --seeds N overrides` (A, B: record names or run dirs)."""
+[--confirm N] [overrides] | confirm RECORD --seeds N overrides | replay [RECORD ...] --seeds N [overrides]`
+(A, B: record names or run dirs). Installed, the same command is `aprelu-exp-records`."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,13 @@ import sys
 from omegaconf import OmegaConf
 
 from aprelu_exp.compose import use_config_dir
+from aprelu_exp.console.stop_command import command_stops_cleanly
 from aprelu_exp.errors import run_command
 from aprelu_exp.records.confirm import confirm_record
-from aprelu_exp.records.lineage import lineage, load_config
+from aprelu_exp.records.lineage import lineage, lineage_order, load_config
 from aprelu_exp.records.promote import promote
-from aprelu_exp.report.article import article_results
+from aprelu_exp.records.replay import replay_command
+from aprelu_exp.report.article import reported_accuracy
 from aprelu_exp.settings import config_diff
 
 
@@ -20,15 +23,12 @@ def evidence_lines(name: str, rec: dict, records: dict | None = None) -> list[st
     """What is known of a record's accuracy: the article's number, and the reproduced mean (its own
     confirmation's, or a child's confirmation that trained it as the parent)."""
     lines = []
-    reported = article_results().get(name)
-    if reported:
-        last = (reported.get("epochs") or [None])[-1]
-        if last:
-            lines.append(f"article: val_acc {last['val_acc']:.4f} at epoch {last['epoch']} ({reported['eval_mode']} "
-                         f"evaluation)")
-        elif reported.get("final"):
-            f = reported["final"]
-            lines.append(f"article: test_acc {f['test_acc']:.4f} after {f['epoch']} epochs")
+    reported = reported_accuracy(name)
+    if reported and reported["what"] == "test_acc":
+        lines.append(f"article: test_acc {reported['value']:.4f} after {reported['epoch']} epochs")
+    elif reported:
+        lines.append(f"article: val_acc {reported['value']:.4f} at epoch {reported['epoch']} ({reported['mode']} "
+                     f"evaluation)")
     ev = rec.get("evidence")
     if ev:
         lines.append(f"reproduced: {ev['metric']} {ev['mean']:.4f} [{ev['ci'][0]:.4f}, {ev['ci'][1]:.4f}] "
@@ -48,25 +48,25 @@ def evidence_lines(name: str, rec: dict, records: dict | None = None) -> list[st
 
 def cmd_list() -> None:
     recs = lineage()
-    children: dict[str | None, list[str]] = {}
-    for name, rec in recs.items():
-        children.setdefault(rec.get("parent"), []).append(name)
+    order = lineage_order(recs)
+
+    def kids(name: str) -> list[str]:
+        return [n for n in order if recs[n].get("parent") == name]
 
     def walk(name: str, prefix: str, connector: str, below: str) -> None:
         """connector: this record's glyph (├── with a later sibling, └── for the last); below: what
         continues its parent's line on the lines under it (│ while siblings follow)."""
         rec = recs[name]
-        kids = sorted(children.get(name, []))
+        children = kids(name)
         print(f"{prefix}{connector}{name}  [{rec.get('provenance')}]  parent: {rec.get('parent') or '-'}")
         inner = prefix + below
         for line in [f"change: {rec.get('change')}", *evidence_lines(name, rec, recs)]:
-            print(f"{inner}{'│   ' if kids else '    '}{line}")
-        for i, child in enumerate(kids):
-            last = i == len(kids) - 1
+            print(f"{inner}{'│   ' if children else '    '}{line}")
+        for i, child in enumerate(children):
+            last = i == len(children) - 1
             walk(child, inner, "└── " if last else "├── ", "    " if last else "│   ")
 
-    roots = [n for n, r in recs.items() if not r.get("parent") or r.get("parent") not in recs]
-    for root in sorted(roots):
+    for root in (n for n in order if not recs[n].get("parent") or recs[n].get("parent") not in recs):
         walk(root, "", "", "")
 
 
@@ -101,6 +101,14 @@ def cmd_confirm(args) -> None:
     print(f"wrote the evidence into {path}")
 
 
+def cmd_replay(args, argv: list[str]) -> int:
+    names = [r for r in args.records if "=" not in r]
+    overrides = [r for r in args.records if "=" in r] + list(args.overrides)
+    return replay_command(names, args.seeds, args.seed, overrides, args.metric, args.plan, args.resume, args.new,
+                          argv)
+
+
+@command_stops_cleanly("aprelu_exp.records")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.records", description=__doc__)
     parser.add_argument("--config-dir", metavar="DIR", help="your own config folder, searched before the "
@@ -131,22 +139,43 @@ def main(argv=None) -> int:
     p_confirm.add_argument("--metric", default="final_val_acc_article")
     p_confirm.add_argument("--force", action="store_true", help="write the evidence even when not confirmed")
     p_confirm.add_argument("overrides", nargs="*", help="budget=N (required), data.train_subset=..., perf=fast, ...")
+    p_replay = sub.add_parser("replay", help="train the tuning log again, every record with N seeds, and "
+                              "judge each step against its parent and the article (replay.csv, .md, .png)")
+    p_replay.add_argument("records", nargs="*", metavar="RECORD",
+                          help="records to replay (default: the whole lineage of `records list`), then "
+                               "overrides for every run: budget=50 data.val_split=5000 perf=fast trainer=gpu ...")
+    p_replay.add_argument("--seeds", type=int, default=3, help="seeds per record (default 3)")
+    p_replay.add_argument("--seed", type=int, default=0, help="the first seed (default 0: seeds 0..N-1)")
+    p_replay.add_argument("--metric", default="final_val_acc_article", help="what the replay ranks by "
+                          "(final_val_acc_article: the article's evaluation, on held-out images with data.val_split)")
+    p_replay.add_argument("--plan", action="store_true", help="print the runs it would train, how many are "
+                          "done, and an estimate of the time left here; train nothing")
+    p_replay.add_argument("--resume", metavar="DIR", help="go on with this replay folder (the same command "
+                          "again finds it too)")
+    p_replay.set_defaults(overrides=[])
+    p_replay.add_argument("--new", action="store_true", help="start a new replay folder even where one of the "
+                          "same command exists")
     # Overrides may follow the options (confirm record_17 --seeds 3 budget=10), which argparse's
     # subcommands do not take as positionals: collect the key=value leftovers here.
     args, extra = parser.parse_known_args(argv)
-    stray = [e for e in extra if e.startswith("-") or "=" not in e or args.cmd not in ("promote", "confirm")]
+    stray = [e for e in extra if e.startswith("-") or "=" not in e
+             or args.cmd not in ("promote", "confirm", "replay")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     commands = {"list": cmd_list, "show": lambda: cmd_show(args.ref), "diff": lambda: cmd_diff(args.a, args.b),
-                "promote": lambda: cmd_promote(args), "confirm": lambda: cmd_confirm(args)}
+                "promote": lambda: cmd_promote(args), "confirm": lambda: cmd_confirm(args),
+                "replay": lambda: cmd_replay(args, sys.argv[1:] if argv is None else list(argv))}
+    status = []
 
     def command() -> None:
         use_config_dir(args.config_dir)  # also clears an earlier call's folder (the tests call main in process)
-        commands[args.cmd]()
+        status.append(commands[args.cmd]())
 
-    return run_command(command)
+    code = run_command(command)
+    # A command that ran to its end may still end non-zero (a replay whose sweep was stopped).
+    return code if code or not status else int(status[0] or 0)
 
 if __name__ == "__main__":
     sys.exit(main())

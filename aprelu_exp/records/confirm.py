@@ -4,18 +4,19 @@ launcher runs them: locally, through joblib or on SLURM), then compared as the r
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from aprelu_exp.console.child import run_child
 from aprelu_exp.compose import compose_config, compose_record, config_dir_args, record_file
 from aprelu_exp.errors import UserError
 from aprelu_exp.records.lineage import lineage
 from aprelu_exp.report.build import build_report
 from aprelu_exp.report.collect import read_runs
 from aprelu_exp.report.evidence import compare, group_runs, mean_interval
+from aprelu_exp.runs.stop import RunInterrupted
 from aprelu_exp.runs.rundir import git_commit, recorded_path, unique_suffix, write_text_atomic
 from aprelu_exp.settings import is_setting_override
 
@@ -61,7 +62,14 @@ def run_confirmation(parent: str, candidate: list[str], seeds: int, settings: li
         cmd = [sys.executable, "-m", "aprelu_exp", *config_dir_args(), "-m", *overrides, *settings, f"replicates={seeds}",
                f"hydra.sweep.dir={dirs[side]}"]
         print(f"confirm: {side}: python -m aprelu_exp {' '.join(cmd[3:])}", flush=True)
-        done = subprocess.run(cmd)
+        done = run_child(cmd)
+        if done.signum is not None or done.returncode in (130, 143):
+            stop = RunInterrupted(done.signum or done.returncode - 128)
+            print(f"confirm stopped by {stop}: the {side}'s runs in {dirs[side]} keep their last checkpoints "
+                  f"(python -m aprelu_exp -m resume={dirs[side]} goes on with them); nothing was written into "
+                  f"the record.", file=sys.stderr, flush=True)
+            stop.reported = True
+            raise stop
         if done.returncode != 0:
             raise UserError(f"the {side}'s runs did not complete (exit status {done.returncode}); see "
                             f"{dirs[side]}. Nothing was written.")

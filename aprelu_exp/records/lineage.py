@@ -35,3 +35,22 @@ def lineage() -> dict[str, dict]:
         rec = OmegaConf.load(record_file(name)).get("record") or {}
         out[name] = {**dict.fromkeys(RECORD_KEYS), **OmegaConf.to_container(rec, resolve=True)}
     return out
+
+
+def lineage_order(records: dict[str, dict]) -> list[str]:
+    """The records as `records list` draws them: each root (a record whose parent is no record),
+    then its children depth first, siblings by name."""
+    children: dict[str | None, list[str]] = {}
+    for name, rec in records.items():
+        children.setdefault(rec.get("parent"), []).append(name)
+    roots = sorted(n for n, r in records.items() if not r.get("parent") or r.get("parent") not in records)
+    order: list[str] = []
+
+    def walk(name: str) -> None:
+        order.append(name)
+        for child in sorted(children.get(name, [])):
+            walk(child)
+
+    for root in roots:
+        walk(root)
+    return order

@@ -9,6 +9,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from aprelu_exp.report.build import build_report
+from aprelu_exp.report.replay import read_spec, write_replay_tables
 from aprelu_exp.loggers.mlflow import attach_sweep_report
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,10 @@ class SweepReport(Callback):
         statuses = [r["status"] for r in result["rows"]]
         log.info("sweep report: %d job(s) (%s) -> %s/report.md", result["runs"],
                  ", ".join(f"{s}: {statuses.count(s)}" for s in sorted(set(statuses))), sweep_dir)
+        spec = read_spec(sweep_dir)
+        if spec is not None:  # a replay's folder (records replay), also when resumed by -m resume=
+            write_replay_tables(sweep_dir, spec)
+            log.info("replay tables -> %s/replay.md", sweep_dir)
         if "mlflow" in (config.get("logger") or {}):
             try:
                 attach_sweep_report(config, sweep_dir, result["files"])

@@ -207,11 +207,16 @@ def environment(device=None) -> dict:
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         "packages": {name: _version(name) for name in PACKAGES},
     }
+    model = cpu_model_name()
+    if model and device.type == "cpu":
+        info["device_name"] = model
+    return info
+
+
+def cpu_model_name() -> str | None:
+    """The CPU's model as /proc/cpuinfo names it (None where there is no such file)."""
     try:
         with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
-        if model and device.type == "cpu":
-            info["device_name"] = model
+            return next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
     except OSError:
-        pass
-    return info
+        return None

@@ -19,24 +19,17 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from aprelu_exp.runs.user_cache import cache_dir
 from aprelu_exp.training.build import build_module, build_net
 from aprelu_exp.training.precision import LIGHTNING_PRECISION, cpu_model
 from aprelu_exp.training.speed import interleaved_rates, precision_context, training_step_fn
 
 FP32, BF16 = LIGHTNING_PRECISION["32"], LIGHTNING_PRECISION["bf16"]
-CACHE_ENV = "APRELU_CACHE_DIR"
 CACHE_FILE = "precision_probe.json"
 # bf16 rounds differently from the article's fp32, so it must win clearly: a few timed steps on a
 # shared machine scatter by a few per cent, and a tie keeps fp32.
 BF16_MUST_BEAT = 1.05
 WINDOWS, STEPS = 3, 2  # timed windows per precision, training steps per window
-
-
-def cache_dir() -> Path:
-    """$APRELU_CACHE_DIR, else $XDG_CACHE_HOME/aprelu-exp, else ~/.cache/aprelu-exp."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aprelu-exp"
 
 
 def device_model(device_type: str) -> str:
