@@ -101,7 +101,8 @@ def cmd_confirm(args) -> None:
     print(f"wrote the evidence into {path}")
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line as the command reads it (argparse's exit 2 and message on a bad one)."""
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.records", description=__doc__)
     parser.add_argument("--config-dir", metavar="DIR", help="your own config folder, searched before the "
                         "package's (as `aprelu-exp --config-dir DIR`): its experiment/*.yaml are records, "
@@ -139,6 +140,11 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     commands = {"list": cmd_list, "show": lambda: cmd_show(args.ref), "diff": lambda: cmd_diff(args.a, args.b),
                 "promote": lambda: cmd_promote(args), "confirm": lambda: cmd_confirm(args)}
 
