@@ -77,7 +77,9 @@ The GPU check is one prepared command for the minutes a lent GPU gives: the benc
 (`perf.compile_mode=reduce-overhead`); record 16 with `budget=20`; and 1, 2, 4 and 8 runs at once
 on the one GPU (their training images/s summed). Each step is a child process with its own time box;
 one that fails or runs over is stopped, its error and log tail recorded, and the next step runs.
-`gpu_check.json` and `gpu_check.md` hold every step's result or error.
+`gpu_check.json` and `gpu_check.md` hold every step's result or error, beside each step's log, the
+bench JSONs and the run directories, in `results/<date>_gpu/` (CPU-sized: `results/<date>_gpu_cpu-sized/`,
+tiny subsets, not compiled, fp32, 1 and 2 runs at once; a slow test runs that version).
 
 To add a CI run's figures, commit `results/<date>_ci/<label>/phases.json`
 (`{"machine", "commit", "date", "phases": {"setup", "default", "slow", "cluster", "total"} in
