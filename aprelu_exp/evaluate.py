@@ -209,7 +209,7 @@ def _line(report: dict, names: str) -> str:
     return ", ".join(f"{k} {report[k]:.4f}" for k in keys)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a run directory (runs/<date>/<run>)")
@@ -221,7 +221,11 @@ def main(argv=None) -> int:
                                                  "instead of RUN_DIR/eval/")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to evaluate (auto: a CUDA GPU where one is visible, else the CPU)")
-    args = parser.parse_intermixed_args(argv)  # options before, between or after the overrides
+    return parser.parse_intermixed_args(argv)  # options before, between or after the overrides
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
 
     def action():
         which, overrides = _split_arguments(args.overrides, args.checkpoint)

@@ -199,7 +199,7 @@ def test_a_promoted_record_leads_back_to_its_study(tmp_path, conf_copy, monkeypa
 
 @pytest.mark.slow
 def test_promote_confirm_honours_run_root_and_records_where_it_went(tmp_path, conf_copy, cli_env, monkeypatch):
-    # The README's promotion with --confirm, run_root outside the project and the command started
+    # The promotion with --confirm of docs/records.md, run_root outside the project and the command started
     # from another directory: the runs, the report and the record's evidence all point under run_root.
     for key, value in cli_env.items():
         monkeypatch.setenv(key, value)

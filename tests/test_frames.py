@@ -1,5 +1,5 @@
 """Runs as DataFrames (aprelu_exp.runs_frame, metrics_frame) against the run files read independently
-(csv, json, yaml); which folders count as runs; the README's notebook example run as it stands."""
+(csv, json, yaml); which folders count as runs; the notebook example of docs/tracking.md run as it stands."""
 from __future__ import annotations
 
 import csv
@@ -184,10 +184,10 @@ def test_frames_of_a_real_sweep_match_its_files(real_sweep):
 
 
 @pytest.mark.slow
-def test_the_readme_notebook_example_runs(real_sweep):
+def test_the_docs_notebook_example_runs(real_sweep):
     work, sweep = real_sweep
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Analysing runs in Python", 1)[1].split("\n## ", 1)[0]
+    page = (REPO / "docs" / "tracking.md").read_text()
+    section = page.split("## Analysing runs in Python", 1)[1].split("\n## ", 1)[0]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
     out = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,

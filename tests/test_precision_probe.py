@@ -12,7 +12,7 @@ from aprelu_exp.training.precision import perf_switches
 from test_cli import REPO, run_dirs
 from test_precision import EPYC_AVX2_ONLY, ZEN4_AVX512_BF16, force_cpu
 
-# Training images/s the bench measured (README, "The bench"): Zen 4 fp32 828, bf16 1,248;
+# Training images/s the bench measured (docs/performance.md, the bench table): Zen 4 fp32 828, bf16 1,248;
 # the Intel Xeon with AVX512_BF16 fp32 709, bf16 610.
 ZEN4_RATES = {"32-true": 828.0, "bf16-mixed": 1248.0}
 INTEL_RATES = {"32-true": 709.0, "bf16-mixed": 610.0}

@@ -1,4 +1,4 @@
-"""The README's lists and examples against the files they describe."""
+"""The lists and examples of the docs (README.md and docs/*.md) against the files they describe."""
 import re
 import shutil
 
@@ -10,12 +10,14 @@ from aprelu_exp.training.build import build_net
 from aprelu_exp.settings import config_diff
 from inprocess import REPO
 
-README = (REPO / "README.md").read_text()
+CONFIGURATION = (REPO / "docs" / "configuration.md").read_text()
+RECORDS = (REPO / "docs" / "records.md").read_text()
 
 
 def _groups_table() -> dict[str, list[str]]:
-    """`| `group` | `a`, `b` (note) | what |` rows of the "Config groups" table: group -> options."""
-    section = README.split("### Config groups", 1)[1].split("\n## ", 1)[0]
+    """`| `group` | `a`, `b` (note) | what |` rows of docs/configuration.md's "Config groups" table:
+    group -> options."""
+    section = CONFIGURATION.split("## Config groups", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -33,10 +35,10 @@ def test_the_config_groups_table_lists_each_groups_files():
 
 
 def test_the_adding_a_record_example_is_free_and_composes(tmp_path, monkeypatch):
-    name = re.search(r"Adding a record is one small file.*?`conf/experiment/(\w+)\.yaml`", README, re.S).group(1)
-    example = README.split(f"`conf/experiment/{name}.yaml`", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    name = re.search(r"Adding a record is one small file.*?`conf/experiment/(\w+)\.yaml`", RECORDS, re.S).group(1)
+    example = RECORDS.split(f"`conf/experiment/{name}.yaml`", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     assert not (CONF_DIR / "experiment" / f"{name}.yaml").exists(), f"{name} is a record already"
-    assert f"experiment={name} " in README  # the command that trains it names the same file
+    assert f"experiment={name} " in RECORDS  # the command that trains it names the same file
     data = yaml.safe_load(example)
     assert data["record"]["name"] == name and data["defaults"][0] == data["record"]["parent"]
     # Written into a copy of conf/, never the checkout's: it composes and changes what it says.

@@ -41,7 +41,7 @@ def finish(proc, log, timeout=400) -> None:
 
 @pytest.mark.cluster
 def test_two_sweepers_share_one_study_and_a_third_continues_its_numbering(cli_env, tmp_path):
-    # the password from the environment (libpq's PGPASSWORD), as the README advises: the URL is
+    # the password from the environment (libpq's PGPASSWORD), as docs/cluster.md advises: the URL is
     # passed to every job and shows in logs and configs
     full, study = make_url(postgres_url()), f"shared-{uuid.uuid4().hex[:8]}"
     url = f"{full.drivername}://{full.username}@{full.host}:{full.port}/{full.database}"

@@ -48,6 +48,13 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["cli"]:
         return cli.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Missing data, an unknown override: the main command's one-paragraph error and exit 2.
+    return run_command(lambda: bench(args, parser))
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=record_15 perf.compile=true")
@@ -62,9 +69,7 @@ def main(argv=None) -> int:
                         help="test images of each timed and profiled evaluation pass (default 1000)")
     parser.add_argument("--precisions", default="32,bf16",
                         help="comma-separated perf.precision values to measure side by side (default 32,bf16)")
-    args = parser.parse_args(argv)
-    # Missing data, an unknown override: the main command's one-paragraph error and exit 2.
-    return run_command(lambda: bench(args, parser))
+    return parser
 
 
 def bench(args, parser) -> None:

@@ -48,12 +48,17 @@ def measure(repeats: int, checkouts: dict[str, Path]) -> dict:
                    for label, v in by.items()} for name, by in times.items()}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.bench cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", type=Path, help="another checkout to time beside this one")
     parser.add_argument("--out", type=Path, default=Path("bench_cli.json"))
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats takes a positive number")

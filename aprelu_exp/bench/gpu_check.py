@@ -201,11 +201,11 @@ def write_report(out: Path, plan: Plan, steps: dict, started: str, wall_s: float
              "| step | outcome | wall s | figures |", "|---|---|---|---|"]
     for name, s in steps.items():
         lines.append(f"| {name} | {'ok' if s['ok'] else 'FAILED: ' + s['error']} | {s['wall_s']} | "
-                     f"{_figures_cell(s.get('result'))} |")
+                     f"{figures_cell(s.get('result'))} |")
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
 
 
-def _figures_cell(result: dict | None) -> str:
+def figures_cell(result: dict | None) -> str:
     if not result:
         return ""
     if "by_precision" in result:
@@ -229,14 +229,18 @@ def environment() -> dict:
     return env
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.bench.gpu_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="default results/<date>_gpu (CPU-sized: results/<date>_gpu_cpu-sized)")
     parser.add_argument("--cpu-sized", action="store_true", help="the CPU-sized version even where CUDA exists")
     parser.add_argument("--budget-s", type=float, default=None,
                         help=f"the whole check's time (default {BUDGET_S} s on a GPU; the CPU-sized one unbounded)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     t0 = time.monotonic()
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     env = environment()

@@ -108,8 +108,8 @@ def cmd_replay(args, argv: list[str]) -> int:
                           argv)
 
 
-@command_stops_cleanly("aprelu_exp.records")
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line as the command reads it (argparse's exit 2 and message on a bad one)."""
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.records", description=__doc__)
     parser.add_argument("--config-dir", metavar="DIR", help="your own config folder, searched before the "
                         "package's (as `aprelu-exp --config-dir DIR`): its experiment/*.yaml are records, "
@@ -164,6 +164,12 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+@command_stops_cleanly("aprelu_exp.records")
+def main(argv=None) -> int:
+    args = parse_args(argv)
     commands = {"list": cmd_list, "show": lambda: cmd_show(args.ref), "diff": lambda: cmd_diff(args.a, args.b),
                 "promote": lambda: cmd_promote(args), "confirm": lambda: cmd_confirm(args),
                 "replay": lambda: cmd_replay(args, sys.argv[1:] if argv is None else list(argv))}

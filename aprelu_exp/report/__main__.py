@@ -11,7 +11,7 @@ from aprelu_exp.report.build import build_report
 from aprelu_exp.runs.reader import find_runs
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.report", description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="run directories or folders holding runs")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md, runs.csv, *.png")
@@ -20,7 +20,11 @@ def main(argv=None) -> int:
                         "groups.csv gives it), instead of every pair of groups")
     parser.add_argument("--paired", action="store_true",
                         help="insist on paired comparisons: same seeds, groups that differ in one key")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     return run_command(lambda: report(args))
 
 

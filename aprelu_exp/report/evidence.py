@@ -2,7 +2,7 @@
 95 % interval, and groups are compared with a difference, its interval, a p-value, P(A > B) and a
 verdict in words.
 
-Methods (scipy.stats; see EVIDENCE in the README):
+Methods (scipy.stats; see docs/records.md, "Evidence: seeds as replicates"):
 * a group's interval is Student's t for the mean, `t.interval(0.95, n - 1, mean, sem)`: right at the
   3 to 5 seeds a CPU allows, where a bootstrap's interval is unreliable. An accuracy cannot leave
   [0, 1], so its interval is clipped to those bounds. Below 3 runs the interval is not informative

@@ -30,7 +30,7 @@ def cmd_report(study: str, storage: str, out: Path) -> None:
     print(f"{out}/: study.md, {', '.join(files)}")
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.search", description=__doc__)
     parser.add_argument("--storage", help="SQLAlchemy URL or journal:PATH (default: runs/optuna.db)")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -38,7 +38,11 @@ def main(argv=None) -> int:
     p_report = sub.add_parser("report", help="study.md, study_trials.csv and plots for one study")
     p_report.add_argument("study")
     p_report.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
 
     def command() -> None:
         storage = normalise(args.storage, "runs")

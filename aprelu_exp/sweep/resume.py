@@ -70,7 +70,7 @@ def _saved_command(sweep_dir: Path) -> tuple[list[str], list[str], OmegaConf]:
     if "optuna" in sweeper:
         raise UserError(f"-m resume={sweep_dir} is a search (hydra/sweeper=optuna): a search goes on through "
                         f"its study, not its directory. Run the search's command again: the same command "
-                        f"continues its study, keeping its trials (see README, 'Searching for the next record').")
+                        f"continues its study, keeping its trials (see docs/search.md).")
     if sweeper and not sweeper.endswith(RESUMING_SWEEPER):
         raise UserError(f"-m resume={sweep_dir}: the sweep ran under the sweeper {sweeper}, which would launch "
                         f"its finished jobs again; only the project's own sweeper (hydra/sweeper=replicates, the "
