@@ -4,13 +4,19 @@ Hydra's test app (hydra.test_utils.a_module: no seed, no record, no run_root; it
 The fixtures (hydra_sweep_runner, hydra_restore_singletons) come from Hydra's pytest plugin."""
 from __future__ import annotations
 
+import optuna
 import pytest
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, LauncherTestSuite
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
 # Hydra's test app leaves hydra.job.chdir unset, as Hydra's own suites do; the notice is theirs.
 pytestmark = pytest.mark.filterwarnings("ignore:Future Hydra versions will no longer change working directory")
 
 REPLICATES = ["hydra/sweeper=replicates"]
+# A grid of Hydra's comma lists, two trials a batch; with no storage an app without run_root keeps
+# its study in memory, so nothing is written beside the sweep.
+OPTUNA = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_jobs=2"]
 
 
 @pytest.mark.parametrize("launcher_name, overrides", [("basic", REPLICATES)])
@@ -20,6 +26,16 @@ class TestReplicatesSweeper(LauncherTestSuite):
 
 @pytest.mark.parametrize("launcher_name, overrides", [("basic", [*REPLICATES, "hydra.sweeper.max_batch_size=2"])])
 class TestReplicatesSweeperBatches(BatchedSweeperTestSuite):
+    pass
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [("basic", OPTUNA)])
+class TestOptunaSweeper(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [("basic", OPTUNA)])
+class TestOptunaSweeperBatches(BatchedSweeperTestSuite):
     pass
 
 
@@ -45,3 +61,39 @@ def test_replicates_without_a_seed_are_refused(hydra_sweep_runner, tmp_path, cap
     err = capsys.readouterr().err
     assert "replicates=2 needs an integer seed" in err and "no `seed` key" in err
     assert not list((tmp_path / "sweep").glob("*/.hydra"))  # no job was started
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+def test_optuna_on_another_app_tells_each_trial_its_return(hydra_sweep_runner, tmp_path, monkeypatch):
+    # The objective is what the task returns (as under Hydra's Optuna sweeper): a string fails its
+    # trial, the sweep goes on and returns every job. The storage is the one given; nothing lands
+    # in the working directory.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    overrides = [*OPTUNA, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=s",
+                 "hydra.sweeper.objective.direction=minimize", "+a=2,1,0", "bar=7"]
+    with _sweep(hydra_sweep_runner, tmp_path, overrides, task=lambda c: "no number" if c.a == 1 else 10 + c.a) as sweep:
+        assert [r.overrides for batch in sweep.returns for r in batch] == [["+a=2", "bar=7"], ["+a=1", "bar=7"],
+                                                                           ["+a=0", "bar=7"]]
+        assert [len(batch) for batch in sweep.returns] == [2, 1]
+        results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+        assert results.best_params == {"+a": 0} and results.best_value == 10
+        assert not (tmp_path / "sweep" / "search.json").exists()  # the project's files, for its runs only
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [(t.params, t.state, t.value) for t in study.trials] == [
+        ({"+a": 2}, TrialState.COMPLETE, 12), ({"+a": 1}, TrialState.FAIL, None), ({"+a": 0}, TrialState.COMPLETE, 10)]
+    assert "no number" in study.trials[1].user_attrs["error"]
+    assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+def test_optuna_on_another_app_samples_intervals(hydra_sweep_runner, tmp_path):
+    # Not a grid: Optuna's own sampler draws the trials, as many as n_trials, one job each.
+    overrides = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=3",
+                 "+x=interval(0, 1)"]
+    with _sweep(hydra_sweep_runner, tmp_path, overrides, task=lambda c: c.x) as sweep:
+        values = [r.return_value for batch in sweep.returns for r in batch]
+        assert len(values) == 3 and len(set(values)) == 3 and all(0 <= v <= 1 for v in values)
+        assert [r.overrides for batch in sweep.returns for r in batch] == [[f"+x={v!r}"] for v in values]

@@ -13,6 +13,9 @@ from aprelu_exp.runs.rundir import RELATIVE_NOTE, recorded_path, write_json_atom
 
 DEFAULT_FILE = "optuna.db"
 JOURNAL_PREFIX = "journal:"
+# Another app's search without a storage (sweep/app.py): the study lives in the sweeper's memory, as
+# under Hydra's own Optuna sweeper, and nothing is written beside that app's files.
+IN_MEMORY = "in-memory"
 SEARCH_FILE = "search.json"  # in a sweep directory: which study (and storage) its trials belong to
 _URL_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
@@ -21,10 +24,11 @@ def default_storage(run_root: str | Path) -> str:
     return f"sqlite:///{(Path(run_root) / DEFAULT_FILE).resolve()}"
 
 
-def normalise(storage: str | None, run_root: str | Path) -> str:
-    """The storage string jobs and later commands can use from any working directory."""
+def normalise(storage: str | None, run_root: str | Path | None) -> str:
+    """The storage string jobs and later commands can use from any working directory; none given:
+    the sqlite file under run_root, or, for an app without a run_root, IN_MEMORY."""
     if storage in (None, ""):
-        return default_storage(run_root)
+        return IN_MEMORY if run_root is None else default_storage(run_root)
     storage = str(storage)
     if storage.startswith(JOURNAL_PREFIX):
         path = storage[len(JOURNAL_PREFIX):]
@@ -57,6 +61,8 @@ def recorded_storage(storage: str) -> tuple[str, str]:
     note to write after it: a file inside the project relative to its root, the note saying so
     (`sqlite:///runs/optuna.db`, ` (relative to the project root)`), a file elsewhere by its
     absolute URL (`sqlite:////scratch/x/runs/optuna.db`), a server URL without its password."""
+    if storage == IN_MEMORY:
+        return "memory (not stored)", ""
     path = _file_of(storage)
     if path is not None:
         shown = recorded_path(path)
@@ -79,6 +85,8 @@ def open_storage(storage: str, create: bool = True, heartbeat: dict | None = Non
     # deferred: optuna loads only where a study is read
     import optuna
 
+    if storage == IN_MEMORY:
+        return optuna.storages.InMemoryStorage()
     path = _file_of(storage)
     if not create and path is not None and not path.is_file():
         raise UserError(f"no study storage at {path}: run a search first (python -m aprelu_exp "
