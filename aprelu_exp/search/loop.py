@@ -71,7 +71,9 @@ class SearchLoop(SearchStudy):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         if self.project:
-            write_search_ref(self.sweep_dir, self.study_name, self.storage, {"objective": self.objective.__dict__})
+            # run_root: what a promoted record states the storage relative to (records/promote.py).
+            write_search_ref(self.sweep_dir, self.study_name, self.storage,
+                             {"objective": self.objective.__dict__, "run_root": str(Path(self.config.run_root).resolve())})
         log.info("study %s in %s: %d earlier trial(s); %d new, %d at a time; space: %s", self.study_name,
                  recorded_storage(self.storage)[0], existing, self.n_trials, self.n_jobs,
                  ", ".join(f"{k} {v}" for k, v in self.space.describe().items()) or "one point")
