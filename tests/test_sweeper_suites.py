@@ -10,8 +10,11 @@ from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, Laun
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-# Hydra's test app leaves hydra.job.chdir unset, as Hydra's own suites do; the notice is theirs.
-pytestmark = pytest.mark.filterwarnings("ignore:Future Hydra versions will no longer change working directory")
+# Hydra's test app leaves hydra.job.chdir unset, as Hydra's own suites do; the notice is theirs. The
+# search's commands filter Optuna's notices about its experimental heartbeats; pytest shows them again.
+pytestmark = [pytest.mark.filterwarnings("ignore:Future Hydra versions will no longer change working directory"),
+              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+              pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")]
 
 REPLICATES = ["hydra/sweeper=replicates"]
 # A grid of Hydra's comma lists, two trials a batch; with no storage an app without run_root keeps
@@ -19,7 +22,8 @@ REPLICATES = ["hydra/sweeper=replicates"]
 OPTUNA = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_jobs=2"]
 
 
-@pytest.mark.parametrize("launcher_name, overrides", [("basic", REPLICATES)])
+# Each suite gets a copy: BatchedSweeperTestSuite extends the list it is given.
+@pytest.mark.parametrize("launcher_name, overrides", [("basic", [*REPLICATES])])
 class TestReplicatesSweeper(LauncherTestSuite):
     pass
 
@@ -29,12 +33,12 @@ class TestReplicatesSweeperBatches(BatchedSweeperTestSuite):
     pass
 
 
-@pytest.mark.parametrize("launcher_name, overrides", [("basic", OPTUNA)])
+@pytest.mark.parametrize("launcher_name, overrides", [("basic", [*OPTUNA])])
 class TestOptunaSweeper(LauncherTestSuite):
     pass
 
 
-@pytest.mark.parametrize("launcher_name, overrides", [("basic", OPTUNA)])
+@pytest.mark.parametrize("launcher_name, overrides", [("basic", [*OPTUNA])])
 class TestOptunaSweeperBatches(BatchedSweeperTestSuite):
     pass
 
