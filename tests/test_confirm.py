@@ -16,7 +16,7 @@ from aprelu_exp.records import confirm as confirm_module
 from aprelu_exp.records.confirm import merge_settings
 from aprelu_exp.records.promote import promote
 from aprelu_exp.runs.rundir import PROJECT_ROOT
-from aprelu_exp.search.storage import normalise, recorded_storage
+from aprelu_exp.search.storage import normalise, recorded_storage, shared_storage, write_search_ref
 from inprocess import REPO, run_module
 
 TINY = ["data.train_subset=200", "data.test_subset=100", "trainer.max_epochs=1", "logger=none",
@@ -153,6 +153,25 @@ def test_a_storage_inside_the_project_is_stated_relative_to_its_root(monkeypatch
     assert recorded_storage("postgresql://u:secret@db.lab/optuna") == ("postgresql://u:***@db.lab/optuna", "")
 
 
+def test_a_record_states_a_storage_without_the_machines_path():
+    # A record is committed and read elsewhere: relative to the project or to run_root (read back
+    # with --run-root), else by the file's name; a server by its URL without the password.
+    inside = f"sqlite:///{PROJECT_ROOT / 'runs' / 'optuna.db'}"
+    assert shared_storage(inside, "/scratch/x/runs") == ("sqlite:///runs/optuna.db", " (relative to the project root)")
+    assert shared_storage("sqlite:////scratch/x/runs/optuna.db", "/scratch/x/runs") == (
+        "sqlite:///optuna.db", " (relative to run_root)")
+    assert shared_storage("journal:/scratch/x/runs/s/studies.log", "/scratch/x/runs") == (
+        "journal:s/studies.log", " (relative to run_root)")
+    assert shared_storage("sqlite:////data/team/optuna.db", "/scratch/x/runs") == (
+        "sqlite:///optuna.db", " (outside the project and run_root: only its name is recorded)")
+    assert shared_storage("postgresql://u:secret@db.lab/optuna", "/scratch/x/runs") == (
+        "postgresql://u:***@db.lab/optuna", "")
+    assert normalise("sqlite:///optuna.db", "/scratch/x/runs", relative_to="/scratch/x/runs") == \
+        "sqlite:////scratch/x/runs/optuna.db"
+    assert normalise("journal:s/studies.log", "runs", relative_to="/scratch/x/runs") == \
+        "journal:/scratch/x/runs/s/studies.log"
+
+
 @pytest.fixture
 def conf_copy(tmp_path, monkeypatch):
     """The project's conf/ tree copied into tmp_path and composed from there: a promoted record is
@@ -165,9 +184,9 @@ def conf_copy(tmp_path, monkeypatch):
 
 def _source_storage(record_file: Path) -> tuple[str, str]:
     source = yaml.safe_load(record_file.read_text())["record"]["source"]
-    found = re.match(r"Optuna study (\S+) in (\S+)( \(relative to the project root\))?, trial \d+:", source)
+    found = re.match(r"Optuna study (\S+) in (\S+)( \([^)]*\))?, trial \d+:", source)
     assert found, source
-    return found.group(1), found.group(2)
+    return found.group(1), found.group(2) + (found.group(3) or "")
 
 
 def _study_outside_the_project(tmp_path, monkeypatch):
@@ -184,17 +203,40 @@ def _study_outside_the_project(tmp_path, monkeypatch):
 
 def test_a_promoted_record_leads_back_to_its_study(tmp_path, conf_copy, monkeypatch):
     # The study lies outside the project (run_root=/scratch/x/runs, say): the record names its
-    # storage by the absolute URL, and `search report` on that URL, from anywhere, finds the study.
+    # storage relative to run_root, and `search --run-root DIR report` on that URL, from anywhere,
+    # finds the study.
     root, storage, elsewhere = _study_outside_the_project(tmp_path, monkeypatch)
-    written = promote("s", "record_tsrc", storage=storage, conf_dir=conf_copy)
+    written = promote("s", "record_tsrc", storage=storage, conf_dir=conf_copy, run_root=str(root))
     assert written == conf_copy / "experiment" / "record_tsrc.yaml"
     study, url = _source_storage(written)
-    assert study == "s" and url == f"sqlite:///{root / 'optuna.db'}"
-    out = run_module("aprelu_exp.search", ["--storage", url, "report", study, "--out", tmp_path / "study"],
-                     cwd=tmp_path)
+    assert study == "s" and url == "sqlite:///optuna.db (relative to run_root)"
+    url = url.split(" ")[0]
+    out = run_module("aprelu_exp.search", ["--run-root", root, "--storage", url, "report", study,
+                                           "--out", tmp_path / "study"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert f"Storage `{url}`;" in (tmp_path / "study" / "study.md").read_text()
+    # The study's report lies in a run folder: it keeps the full path.
+    assert f"Storage `sqlite:///{root / 'optuna.db'}`;" in (tmp_path / "study" / "study.md").read_text()
+    # promote finds it the same way from the record's form.
+    again = run_module("aprelu_exp.records", ["--config-dir", conf_copy, "promote", "s", "--storage", url,
+                                              "--run-root", root, "--name", "record_tsrc2"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert _source_storage(conf_copy / "experiment" / "record_tsrc2.yaml")[1] == \
+        "sqlite:///optuna.db (relative to run_root)"
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_promoted_record_holds_no_path_of_the_machine(tmp_path, conf_copy, monkeypatch):
+    # A search's sweep folder under a run_root in a temporary folder (search.json as the search
+    # writes it, with the full paths): the record written from it names none of them.
+    root, storage, elsewhere = _study_outside_the_project(tmp_path, monkeypatch)
+    sweep = root / "multirun" / "2026-01-01_00-00-00_abc"
+    sweep.mkdir(parents=True)
+    write_search_ref(sweep, "s", storage, {"run_root": str(root)})
+    written = promote(str(sweep), "record_tpath", conf_dir=conf_copy)
+    text = written.read_text()
+    assert str(tmp_path) not in text and str(root) not in text, text
+    assert _source_storage(written) == ("s", "sqlite:///optuna.db (relative to run_root)")
+    assert str(root) in (sweep / "search.json").read_text()  # the run folder keeps the full path
 
 
 @pytest.mark.slow
@@ -209,12 +251,14 @@ def test_promote_confirm_honours_run_root_and_records_where_it_went(tmp_path, co
                       overrides=[*TINY, f"run_root={root}"])
     evidence = yaml.safe_load(written.read_text())["record"]["evidence"]
     (confirm_dir,) = (root / "confirm").iterdir()
-    assert evidence["runs"] == str(confirm_dir) and evidence["n"] == 2
+    # No machine's path in the record: the runs relative to run_root, the storage too.
+    assert evidence["runs"] == f"confirm/{confirm_dir.name} (relative to run_root)" and evidence["n"] == 2
+    assert str(tmp_path) not in written.read_text()
     for side in ("parent", "candidate"):
         assert len([p for p in (confirm_dir / side).iterdir() if (p / "summary.json").exists()]) == 2, side
     assert (confirm_dir / "report" / "comparisons.csv").is_file()
     assert list(elsewhere.iterdir()) == [] and set((REPO / "runs" / "confirm").glob("*")) == before
-    assert _source_storage(written)[1] == f"sqlite:///{root / 'optuna.db'}"
+    assert _source_storage(written)[1] == "sqlite:///optuna.db (relative to run_root)"
 
 
 def test_a_users_config_folder_holds_the_records_it_promotes_and_composes_them(tmp_path):

@@ -199,11 +199,14 @@ def test_promote_writes_the_best_trial_as_a_record(searched):
         assert list(saved.defaults) == ["record_16", "_self_"]
         assert saved.record.provenance == "searched" and saved.record.parent == "record_16"
         assert study.study_name in saved.record.source and f"trial {best.number}" in saved.record.source
-        # The storage leads back to the study: the run root lies outside the project, so by its
-        # absolute URL (issue 30; the study's own section in the sweep report says the same).
-        url = f"sqlite:///{root / 'optuna.db'}"
-        assert f"Optuna study {study.study_name} in {url}, trial {best.number}:" in saved.record.source
-        assert f"Storage `{url}`;" in (sweep / "report.md").read_text()
+        # The storage leads back to the study without a machine's path: the run root lies outside
+        # the project, so relative to it (`search --run-root DIR`); the study's own section in the
+        # sweep report, in the run folder, names its absolute URL.
+        assert (f"Optuna study {study.study_name} in sqlite:///optuna.db (relative to run_root), "
+                f"trial {best.number}:") in saved.record.source
+        assert str(root) not in text and str(root.parent) not in text
+        assert json.loads((sweep / "search.json").read_text())["run_root"] == str(root)
+        assert f"Storage `sqlite:///{root / 'optuna.db'}`;" in (sweep / "report.md").read_text()
         # Exactly the trial's changes against record 16 (lr 0.1, reduction 16), nothing else.
         expected = {f"optim.lr: 0.1 -> {best.params['optim.lr']!r}"}
         if best.params["model.reduction"] != 16:

@@ -88,7 +88,7 @@ def cmd_diff(a: str, b: str) -> None:
 
 def cmd_promote(args) -> None:
     path = promote(args.ref, args.name, storage=args.storage, number=args.trial, force=args.force,
-                   confirm=args.confirm, overrides=args.overrides)
+                   confirm=args.confirm, overrides=args.overrides, run_root=args.run_root)
     print(f"wrote {path}")
     print(path.read_text(), end="")
     parent = load_config(args.name).record.parent
@@ -125,6 +125,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p_promote.add_argument("ref", help="a search's sweep directory, a trial's run directory, or a study name")
     p_promote.add_argument("--name", required=True, help="the new record's name, e.g. record_17")
     p_promote.add_argument("--storage", help="the study's storage when REF is a study name (default: runs/optuna.db)")
+    p_promote.add_argument("--run-root", metavar="DIR", help="the search's run_root, where REF is a study "
+                           "name: a relative --storage (as a record states it) is read from there, and the "
+                           "new record names the storage relative to it (default: the sweep's own, or runs)")
     p_promote.add_argument("--trial", type=int, help="promote this trial number instead of the study's best")
     p_promote.add_argument("--force", action="store_true", help="replace an existing record of that name "
                            "(with --confirm: write it even when not confirmed, marked unconfirmed)")

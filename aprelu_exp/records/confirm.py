@@ -17,7 +17,7 @@ from aprelu_exp.report.build import build_report
 from aprelu_exp.report.collect import read_runs
 from aprelu_exp.report.evidence import compare, group_runs, mean_interval
 from aprelu_exp.runs.stop import RunInterrupted
-from aprelu_exp.runs.rundir import git_commit, recorded_path, unique_suffix, write_text_atomic
+from aprelu_exp.runs.rundir import git_commit, shared_path, unique_suffix, write_text_atomic
 from aprelu_exp.settings import is_setting_override
 
 # What a confirmation fixes about the runs, as keys of a search's resolved trial settings.
@@ -107,28 +107,31 @@ def run_confirmation(parent: str, candidate: list[str], seeds: int, settings: li
         "settings": " ".join(s for s in settings if is_setting_override(s)),
         "commit": git_commit(),
         "date": dt.date.today().isoformat(),
-        "runs": recorded_path(out_dir),
+        "runs": "".join(shared_path(out_dir, settings_run_root(settings))),  # no machine's path in a record
     }
+
+
+def settings_run_root(settings: list[str]) -> Path:
+    """The run_root the runs go under: a `run_root=` among the settings, else the config's."""
+    given = [s.partition("=")[2] for s in settings if s.partition("=")[0].lstrip("+~") == "run_root"]
+    return Path(given[-1] if given and given[-1] else str(compose_config().run_root))
 
 
 def confirm_out_dir(name: str, settings: list[str]) -> tuple[Path, list[str]]:
     """Where a confirmation writes, as the main command would: under `hydra.sweep.dir` where given
     (the two sides' sweeps and the report), else `<run_root>/confirm/<date>_<time>_<name>_<uid>`;
     and the settings without hydra.sweep.dir, since each side gets its own sweep directory in it."""
-    rest, sweep_dir, run_root = [], None, None
+    rest, sweep_dir = [], None
     for s in settings:
         key, _, value = s.partition("=")
         if key.lstrip("+~") == "hydra.sweep.dir":
             sweep_dir = value
             continue
-        if key.lstrip("+~") == "run_root":
-            run_root = value
         rest.append(s)
     if sweep_dir:
         return Path(sweep_dir), rest
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    root = Path(run_root or str(compose_config().run_root))
-    return root / "confirm" / f"{stamp}_{name}_{unique_suffix()}", rest
+    return settings_run_root(rest) / "confirm" / f"{stamp}_{name}_{unique_suffix()}", rest
 
 
 def describe(evidence: dict, parent: str) -> str:

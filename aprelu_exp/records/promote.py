@@ -13,19 +13,21 @@ from omegaconf import OmegaConf
 from aprelu_exp.compose import compose_record, record_names, writable_conf_dir
 from aprelu_exp.errors import UserError
 from aprelu_exp.records.confirm import (SETTING_KEYS, NotConfirmed, confirm_out_dir, describe, merge_settings,
-                                        run_confirmation)
+                                        run_confirmation, settings_run_root)
 from aprelu_exp.report.evidence import METRIC_NAMES
 from aprelu_exp.runs.reader import read_summary
 from aprelu_exp.runs.rundir import find_config, write_text_atomic
 from aprelu_exp.settings import config_diff, is_setting_override
-from aprelu_exp.search.storage import load_study, normalise, read_search_ref, recorded_storage
+from aprelu_exp.search.storage import load_study, normalise, read_search_ref, shared_storage
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def find_trial(ref: str, storage: str | None = None, number: int | None = None):
-    """(study, trial, storage) from a trial's run directory, a search's sweep directory or a study name;
-    the study's best trial unless a run directory or `number` names one."""
+def find_trial(ref: str, storage: str | None = None, number: int | None = None, run_root: str | None = None):
+    """(study, trial, storage, run_root) from a trial's run directory, a search's sweep directory or a
+    study name; the study's best trial unless a run directory or `number` names one. run_root is the
+    search's (its search.json says; else the one given, if any), which the record names the storage
+    against; a study name's relative --storage is read from it."""
     path = Path(ref)
     if path.is_dir():
         search = read_search_ref(path)
@@ -40,12 +42,14 @@ def find_trial(ref: str, storage: str | None = None, number: int | None = None):
                                 f"directory of a search trial (config.yaml with trial.study and trial.number).")
             study_name, storage = str(link.study), str(link.storage)
             number = int(link.number) if number is None else number
+            search = read_search_ref(path.parent)  # the trial's sweep directory
+        run_root = (search or {}).get("run_root") or run_root
     else:
-        study_name, storage = ref, normalise(storage, "runs")
+        study_name, storage = ref, normalise(storage, run_root or "runs", relative_to=run_root)
     study = load_study(study_name, storage)
     if number is None:
         try:
-            return study, study.best_trial, storage
+            return study, study.best_trial, storage, run_root
         except ValueError:
             raise UserError(f"study {study_name!r} has no completed trial yet; nothing to promote.") from None
     chosen = [t for t in study.trials if t.number == number]
@@ -55,7 +59,7 @@ def find_trial(ref: str, storage: str | None = None, number: int | None = None):
     if trial.state.name != "COMPLETE":
         raise UserError(f"trial {number} of study {study_name!r} is {trial.state.name.lower()}, not complete: "
                         f"its objective was never measured to the end. Promote a completed trial.")
-    return study, trial, storage
+    return study, trial, storage, run_root
 
 
 def _nested(cfg, keys: list[str]) -> dict[str, Any]:
@@ -100,14 +104,16 @@ def objective_metric(objective: dict) -> str:
 
 def promote(ref: str, name: str, storage: str | None = None, number: int | None = None,
             force: bool = False, conf_dir: Path | None = None, confirm: int | None = None,
-            overrides: list[str] | None = None, out_dir: Path | None = None) -> Path:
+            overrides: list[str] | None = None, out_dir: Path | None = None, run_root: str | None = None) -> Path:
     """Write the trial as conf/experiment/NAME.yaml. With confirm=N, first train it and its parent with
     N seeds each (the search's settings, `overrides` on top) and write only when the candidate is
-    better on the search's objective (NotConfirmed otherwise; force writes it marked unconfirmed)."""
+    better on the search's objective (NotConfirmed otherwise; force writes it marked unconfirmed).
+    The record names the study's storage without a machine's path, relative to the search's run_root:
+    its search.json's, else `run_root` (--run-root), else a `run_root=` override, else the config's."""
     if not _NAME.match(name):
         raise UserError(f"--name {name!r}: a record name is letters, digits and _ (it becomes "
                         f"conf/experiment/{name}.yaml and experiment={name}).")
-    study, trial, storage = find_trial(ref, storage, number)
+    study, trial, storage, run_root = find_trial(ref, storage, number, run_root)
     attrs = study.user_attrs
     parent = attrs.get("record")
     if not parent or parent not in record_names():
@@ -139,7 +145,7 @@ def promote(ref: str, name: str, storage: str | None = None, number: int | None 
         if not evidence["confirmed"] and not force:
             raise NotConfirmed(f"{name} was not confirmed: {describe(evidence, parent)} Nothing was written; "
                                f"--force writes it marked unconfirmed.")
-    url, note = recorded_storage(storage)
+    url, note = shared_storage(storage, run_root or settings_run_root(list(overrides or [])))
     record = {
         "name": name, "parent": parent, "provenance": "searched",
         "source": (f"Optuna study {study.study_name} in {url}{note}, trial {trial.number}: "

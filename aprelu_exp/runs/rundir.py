@@ -83,6 +83,24 @@ def recorded_path(path: Path) -> str:
         return str(resolved)
 
 
+RUN_ROOT_NOTE = "relative to run_root"
+ELSEWHERE_NOTE = "outside the project and run_root: only its name is recorded"
+
+
+def shared_path(path: Path, run_root: Path | str) -> tuple[str, str]:
+    """A path as a committed record states it, and the note to write after it: a record is read on
+    other machines, so it holds no machine's path. Inside the project relative to its root, under
+    run_root relative to it (`run_root=/scratch/x/runs` differs from machine to machine), elsewhere
+    by its name alone; the run folder (search.json, the trials' attributes) keeps the full path."""
+    resolved = Path(path).resolve()
+    for base, note in ((PROJECT_ROOT, RELATIVE_NOTE), (Path(run_root).resolve(), RUN_ROOT_NOTE)):
+        try:
+            return str(resolved.relative_to(base)), f" ({note})"
+        except ValueError:
+            continue
+    return resolved.name, f" ({ELSEWHERE_NOTE})"
+
+
 def read_metrics_rows(run_dir: Path) -> list[dict]:
     """The complete rows of a run directory's metrics.csv (EpochRecorder writes it), as strings. A
     row being written by a live run may be cut short: only complete ones are kept."""

@@ -32,7 +32,10 @@ def cmd_report(study: str, storage: str, out: Path) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m aprelu_exp.search", description=__doc__)
-    parser.add_argument("--storage", help="SQLAlchemy URL or journal:PATH (default: runs/optuna.db)")
+    parser.add_argument("--storage", help="SQLAlchemy URL or journal:PATH (default: optuna.db under run_root)")
+    parser.add_argument("--run-root", metavar="DIR", help="the search's run_root (default: runs): a relative "
+                        "storage file, as a promoted record states it (sqlite:///optuna.db relative to "
+                        "run_root), is read from there")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the studies in the storage, with their trial counts and best values")
     p_report = sub.add_parser("report", help="study.md, study_trials.csv and plots for one study")
@@ -45,7 +48,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
 
     def command() -> None:
-        storage = normalise(args.storage, "runs")
+        storage = normalise(args.storage, args.run_root or "runs", relative_to=args.run_root)
         if args.cmd == "list":
             cmd_list(storage)
         else:

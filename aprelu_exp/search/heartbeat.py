@@ -1,8 +1,10 @@
 """Trials of a sweeper that died: the sweeper beats for the trials it has asked (in its process,
 whatever launcher runs their jobs), and every sweeper of the study fails a trial whose beat is older
 than the grace period before it asks new ones. Optuna does both inside `study.optimize`; the search
-asks and tells itself (search/loop.py), so it does them here with Optuna's storage API. A failed
-stale trial is retried once (Optuna's retry callback): the next trial asked is a copy of it."""
+asks and tells itself (search/loop.py), so it does them here with Optuna's public storage API, on
+the storage object the search opened (search/storage.py open_storage; a Study does not hand out its
+own), naming trials by their study and number. A failed stale trial is retried once (Optuna's retry
+callback): the next trial asked is a copy of it."""
 from __future__ import annotations
 
 import inspect
@@ -54,8 +56,8 @@ def beats_enabled(storage) -> bool:
     return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
 
 
-def fail_stale(study) -> None:
-    storage = study._storage
+def fail_stale(study, storage) -> None:
+    """Fail the study's trials whose sweeper stopped beating; `storage` is the study's own."""
     if not beats_enabled(storage):
         return
     before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
@@ -72,24 +74,33 @@ class Heartbeats:
     """A daemon thread that records a beat for each trial the sweeper has asked and not yet told,
     every heartbeat interval, for as long as the sweeper's process lives."""
 
-    def __init__(self, study):
-        self.storage = study._storage
+    def __init__(self, storage, study):
+        self.storage = storage
         self.enabled = beats_enabled(self.storage)
+        self.study_id = storage.get_study_id_from_name(study.study_name) if self.enabled else None
         self.trial_ids: set[int] = set()
         self._lock = threading.Lock()
         if self.enabled:
             threading.Thread(target=self._loop, name="trial-heartbeats", daemon=True).start()
 
+    def id_of(self, trial) -> int:
+        # The storage's id of a trial, from public API: Trial and FrozenTrial keep theirs private.
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+
     def beat(self, trial) -> None:
         if not self.enabled:
             return
+        trial_id = self.id_of(trial)
         with self._lock:
-            self.trial_ids.add(trial._trial_id)
-        self.storage.record_heartbeat(trial._trial_id)
+            self.trial_ids.add(trial_id)
+        self.storage.record_heartbeat(trial_id)
 
     def done(self, trial) -> None:
+        if not self.enabled:
+            return
+        trial_id = self.id_of(trial)
         with self._lock:
-            self.trial_ids.discard(trial._trial_id)
+            self.trial_ids.discard(trial_id)
 
     def _loop(self) -> None:
         interval = self.storage.get_heartbeat_interval()

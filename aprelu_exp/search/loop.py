@@ -5,9 +5,15 @@ Each job gets its trial's study, storage and number as `trial.*` overrides and t
 as a configured callback (`callbacks=trial_reporter`, search/trial_link.py); it reports to the
 storage itself, so pruning works under any launcher. A batch is `n_jobs` trials launched together;
 the next batch is asked when the whole batch has returned (Hydra's launcher interface returns
-batches), so a slow trial holds its batch's slots. A trial's value comes from its job's metrics.csv."""
+batches), so a slow trial holds its batch's slots. A trial's value comes from its job's metrics.csv.
+
+Under another Hydra app (sweep/app.py) it is an Optuna search as Hydra's own sweeper runs one: the
+jobs get the point's overrides alone, a trial's value is its task's return value, and the project's
+probes, report and search.json are left out. A grid (and a space without a dimension: one point)
+runs in Hydra's order, so the sweeper passes Hydra's sweeper suites (tests/test_sweeper_suites.py)."""
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import sys
@@ -44,8 +50,11 @@ class SearchLoop(SearchStudy):
                 f"hydra.sweep.subdir=trial_{trial.number:04d}_${{record.name}}"]
 
     def replicate_jobs(self, trial, overrides: list[str]) -> list[list[str]]:
-        """One job per replicate seed (replicates=N); each reports to the trial, whose value is their mean."""
-        base = self.space.fixed + overrides + self.link_overrides(trial)
+        """One job per replicate seed (replicates=N); each reports to the trial, whose value is their
+        mean. Another app's job runs with the point's overrides alone, as under Hydra's sweepers."""
+        if not self.project:
+            return [overrides]
+        base = overrides + self.link_overrides(trial)
         if len(self.seeds) == 1:
             return [base]
         base = [o for o in base if o.split("=", 1)[0].lstrip("+~") != "seed"]
@@ -56,34 +65,42 @@ class SearchLoop(SearchStudy):
         self.seeds = replicate_seeds(self.config)
         if "://" in self.storage and not self.storage.startswith("sqlite"):
             check_server(self.storage)  # a database that refuses: said first, not after the space's probes
-        self.check_space()
+        if self.project:
+            self.check_space()
         study, existing, grid = self.open_study()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        write_search_ref(self.sweep_dir, self.study_name, self.storage, {"objective": self.objective.__dict__})
+        if self.project:
+            # run_root: what a promoted record states the storage relative to (records/promote.py).
+            write_search_ref(self.sweep_dir, self.study_name, self.storage,
+                             {"objective": self.objective.__dict__, "run_root": str(Path(self.config.run_root).resolve())})
         log.info("study %s in %s: %d earlier trial(s); %d new, %d at a time; space: %s", self.study_name,
                  recorded_storage(self.storage)[0], existing, self.n_trials, self.n_jobs,
-                 ", ".join(f"{k} {v}" for k, v in self.space.describe().items()))
-        grid_size = math.prod(len(v) for v in grid.values()) if grid else None
+                 ", ".join(f"{k} {v}" for k, v in self.space.describe().items()) or "one point")
+        points = grid_points(grid) if grid is not None else ([{}] if not self.space.distributions else None)
         returns, job_idx, asked = [], 0, 0
-        beats = Heartbeats(study)
-        while asked < self.n_trials:
-            fail_stale(study)  # a dead sweeper's trials: failed, and queued again to be asked next
-            if grid_size is not None and len(study.trials) >= grid_size:
-                log.info("the grid's %d point(s) are all tried; the search ends.", grid_size)
-                break
+        beats = Heartbeats(self.optuna_storage, study)
+        done = False
+        while asked < self.n_trials and not done:
+            fail_stale(study, self.optuna_storage)  # a dead sweeper's trials: failed, queued again to be asked next
             batch = []
             while len(batch) < self.n_jobs and asked < self.n_trials:
+                if not queue_next_point(study, points):
+                    log.info("the grid's %d point(s) are all tried; the search ends.", len(points))
+                    done = True
+                    break
                 trial = study.ask(fixed_distributions=self.space.distributions)
                 beats.beat(trial)
                 asked += 1
-                overrides = as_overrides({k: trial.params[k] for k in self.space.distributions})
-                trial.set_user_attr("overrides", overrides)
-                reason = self.probe(self.space.fixed + overrides)
+                params = {k: trial.params[k] for k in self.space.distributions}
+                trial.set_user_attr("overrides", as_overrides(params))
+                overrides = self.space.job_overrides(params)
+                reason = self.probe(overrides) if self.project else None
                 if reason:
                     trial.set_user_attr("error", reason)
                     _tell(study, trial, state=optuna.trial.TrialState.FAIL)
-                    log.warning("trial %d (%s) cannot run: %s", trial.number, " ".join(overrides), reason)
+                    beats.done(trial)
+                    log.warning("trial %d (%s) cannot run: %s", trial.number, " ".join(as_overrides(params)), reason)
                     continue
                 batch.append((trial, overrides))
             if not batch:
@@ -97,15 +114,34 @@ class SearchLoop(SearchStudy):
                 self.write_report(interrupted=True)
                 raise
             job_idx += len(jobs)
-            n = len(self.seeds)
+            n = len(jobs) // len(batch)
             for i, (trial, _) in enumerate(batch):
-                self.tell_outcome(study, trial, results[i * n:(i + 1) * n])
+                if self.project:
+                    self.tell_outcome(study, trial, results[i * n:(i + 1) * n])
+                else:
+                    self.tell_return(study, trial, results[i])
                 beats.done(trial)
             returns.append(results)
-            if asked < self.n_trials:  # mid-search; the sweep's own callback writes the final one
+            if asked < self.n_trials and not done:  # mid-search; the sweep's own callback writes the final one
                 self.write_report()
         self.summarise(study)
         return returns
+
+    def tell_return(self, study, trial, ret) -> None:
+        """Another app's trial: its value is what the task returned, as under Hydra's Optuna sweeper;
+        a job that failed or returned no number fails its trial, and the search goes on."""
+        try:
+            value = float(ret.return_value)  # Hydra's JobReturn re-raises the job's exception here
+            error = None if math.isfinite(value) else f"the task returned {value}"
+        except Exception as exc:  # noqa: BLE001  (any job error, or a return float() cannot read)
+            value, error = None, f"{type(exc).__name__}: {exc}"
+        if error is None:
+            _tell(study, trial, value)
+            log.info("trial %d: %s", trial.number, value)
+            return
+        trial.set_user_attr("error", error)
+        _tell(study, trial, state=optuna.trial.TrialState.FAIL)
+        log.warning("trial %d (%s) failed: %s", trial.number, " ".join(ret.overrides or []), error)
 
     def tell_stopped(self, study, trial, exc: BaseException) -> None:
         stored = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
@@ -161,6 +197,8 @@ class SearchLoop(SearchStudy):
                  f", {self.objective.metric} {value:.4f}" if value is not None and state != "failed" else "")
 
     def write_report(self, interrupted: bool = False) -> None:
+        if not self.project:
+            return  # the report reads the project's run directories; another app's jobs have none
         title = f"Search {self.study_name} ({self.sweep_dir.name})" + (" (interrupted)" if interrupted else "")
         try:
             self.report([self.sweep_dir], self.sweep_dir, title=title)
@@ -172,13 +210,49 @@ class SearchLoop(SearchStudy):
         counts = {s.name.lower(): sum(t.state == s for t in study.trials) for s in (TS.COMPLETE, TS.PRUNED, TS.FAIL)}
         try:
             best = study.best_trial
-            best_text = (f"best: trial {best.number}, {self.objective.metric} {best.value:.4f}, "
-                         f"{' '.join(best.user_attrs.get('overrides', []))}")
+            best_text = (f"best: trial {best.number}, {self.objective.metric if self.project else 'value'} "
+                         f"{best.value:.4f}, {' '.join(best.user_attrs.get('overrides', []))}")
         except ValueError:
-            best_text = "no trial completed yet"
+            best, best_text = None, "no trial completed yet"
+        if not self.project:
+            # Where Hydra's own Optuna sweeper leaves its result, for an app that reads it from there.
+            results = {"name": "optuna", "best_params": dict(best.params) if best else None,
+                       "best_value": best.value if best else None}
+            OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+            log.info("study %s: %s; %s.", self.study_name, ", ".join(f"{k} {v}" for k, v in counts.items()), best_text)
+            return
         log.info("study %s: %s; %s. Promote it with: python -m aprelu_exp.records promote %s "
                  "--name NAME", self.study_name, ", ".join(f"{k} {v}" for k, v in counts.items()), best_text,
                  self.sweep_dir)
+
+
+def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """The grid's points in Hydra's order: the cartesian product of the keys in the order given, the
+    first key changing slowest (as Hydra's basic sweeper runs a grid)."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def _point_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def queue_next_point(study, points: list[dict[str, Any]] | None) -> bool:
+    """Whether there is a trial to ask. For a grid (or the one point of a space without a
+    dimension) the next point no trial has taken is enqueued, so that study.ask takes it: Optuna's
+    GridSampler would draw the unvisited points in a seeded random order, and an enqueued trial's
+    fixed params are what the sampler gives it. A trial already waiting (one queued again after its
+    sweeper died) is asked first; failed points count as tried, as Optuna's grid counts them."""
+    if points is None:
+        return True
+    TS = optuna.trial.TrialState
+    if study.get_trials(deepcopy=False, states=(TS.WAITING,)):
+        return True
+    tried = {_point_key(t.params) for t in study.get_trials(deepcopy=False) if t.state != TS.WAITING}
+    point = next((p for p in points if _point_key(p) not in tried), None)
+    if point is None:
+        return False
+    study.enqueue_trial(point)
+    return True
 
 
 def _tell(study, trial, *args, **kwargs) -> None:

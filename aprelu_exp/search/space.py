@@ -9,7 +9,7 @@ import itertools
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -24,9 +24,19 @@ _BARE = re.compile(r"^[A-Za-z_][\w\-.]*$")
 class SearchSpace:
     distributions: dict[str, Any]      # key (as the override names it) -> optuna distribution
     fixed: list[str]                   # overrides every trial runs with (not searched)
+    # (key, its fixed override, or None where it is searched), in the order given: a job's overrides
+    # keep it, as Hydra's basic sweeper keeps its command line's (`db=mysql,postgresql db.user=x` runs
+    # `db=mysql db.user=x`).
+    order: list[tuple[str, str | None]] = field(default_factory=list)
 
     def describe(self) -> dict[str, str]:
         return {k: _describe(d) for k, d in self.distributions.items()}
+
+    def job_overrides(self, params: dict[str, Any]) -> list[str]:
+        """A point's overrides: the fixed ones and the point's values, in the order given."""
+        if not self.order:
+            return self.fixed + as_overrides(params)
+        return [line if line is not None else f"{key}={format_value(params[key])}" for key, line in self.order]
 
 
 def _describe(dist) -> str:
@@ -109,9 +119,12 @@ def _distribution(key: str, override) -> Any:
                     f"(use choice, range or interval).")
 
 
-def parse_space(params: dict[str, str] | None, arguments: list[str], config_loader=None) -> SearchSpace:
+def parse_space(params: dict[str, str] | None, arguments: list[str], config_loader=None,
+                allow_empty: bool = False) -> SearchSpace:
     """The sweeper's `params` (a reusable search config) and the command line, the latter winning
-    key by key: a sweep expression there (re)defines a dimension, a plain value fixes the key."""
+    key by key: a sweep expression there (re)defines a dimension, a plain value fixes the key.
+    allow_empty: a space without a dimension is one point (another app's sweep of fixed values, as
+    Hydra's sweepers take it); the project's search refuses it, as a search of nothing."""
     parser = OverridesParser.create(config_loader=config_loader)
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
     try:
@@ -120,8 +133,10 @@ def parse_space(params: dict[str, str] | None, arguments: list[str], config_load
         raise UserError(f"cannot read the search's overrides: {exc}") from None
     distributions: dict[str, Any] = {}
     fixed: dict[str, str] = {}
+    order: dict[str, None] = {}  # each key where it first appears
     for ov in overrides:
         key = ov.get_key_element()
+        order[key] = None
         if ov.is_sweep_override():
             if ov.is_hydra_override():
                 raise UserError(f"{key}: hydra.* settings cannot be searched.")
@@ -130,11 +145,11 @@ def parse_space(params: dict[str, str] | None, arguments: list[str], config_load
         else:
             distributions.pop(key, None)
             fixed[key] = ov.input_line
-    if not distributions:
+    if not distributions and not allow_empty:
         raise UserError("the search has no dimension: give at least one key with choice(...), "
                         "range(...) or interval(...), e.g. 'model.reduction=choice(4,8,16)', or a search "
                         "config (search=record_16_neighbourhood).")
-    return SearchSpace(distributions, list(fixed.values()))
+    return SearchSpace(distributions, list(fixed.values()), [(k, fixed.get(k)) for k in order])
 
 
 def corner_points(space: SearchSpace, limit: int, seed: int = 0) -> list[dict[str, Any]]:

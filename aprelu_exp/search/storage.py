@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from aprelu_exp.errors import UserError
-from aprelu_exp.runs.rundir import RELATIVE_NOTE, recorded_path, write_json_atomic
+from aprelu_exp.runs.rundir import RELATIVE_NOTE, recorded_path, shared_path, write_json_atomic
 
 DEFAULT_FILE = "optuna.db"
 JOURNAL_PREFIX = "journal:"
+# Another app's search without a storage (sweep/app.py): the study lives in the sweeper's memory, as
+# under Hydra's own Optuna sweeper, and nothing is written beside that app's files.
+IN_MEMORY = "in-memory"
 SEARCH_FILE = "search.json"  # in a sweep directory: which study (and storage) its trials belong to
 _URL_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
@@ -21,16 +24,20 @@ def default_storage(run_root: str | Path) -> str:
     return f"sqlite:///{(Path(run_root) / DEFAULT_FILE).resolve()}"
 
 
-def normalise(storage: str | None, run_root: str | Path) -> str:
-    """The storage string jobs and later commands can use from any working directory."""
+def normalise(storage: str | None, run_root: str | Path | None, relative_to: str | Path | None = None) -> str:
+    """The storage string jobs and later commands can use from any working directory; none given:
+    the sqlite file under run_root, or, for an app without a run_root, IN_MEMORY. A relative file
+    path is read from the working directory, or from `relative_to` (a record's storage, stated
+    relative to run_root: `--run-root DIR`)."""
     if storage in (None, ""):
-        return default_storage(run_root)
+        return IN_MEMORY if run_root is None else default_storage(run_root)
     storage = str(storage)
+    base = Path(relative_to) if relative_to is not None else Path()
     if storage.startswith(JOURNAL_PREFIX):
         path = storage[len(JOURNAL_PREFIX):]
         if not path:
             raise UserError("storage=journal: needs a file path, e.g. journal:/shared/studies/aprelu.log")
-        return JOURNAL_PREFIX + str(Path(path).expanduser().resolve())
+        return JOURNAL_PREFIX + str((base / Path(path).expanduser()).resolve())
     scheme = storage.split(":", 1)[0].split("+", 1)[0]
     if "://" not in storage or scheme not in _URL_SCHEMES:
         raise UserError(
@@ -40,7 +47,7 @@ def normalise(storage: str | None, run_root: str | Path) -> str:
     if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
         relative = storage[len("sqlite:///"):]
         if relative and relative != ":memory:":
-            return f"sqlite:///{Path(relative).resolve()}"
+            return f"sqlite:///{(base / relative).resolve()}"
     return storage
 
 
@@ -57,6 +64,8 @@ def recorded_storage(storage: str) -> tuple[str, str]:
     note to write after it: a file inside the project relative to its root, the note saying so
     (`sqlite:///runs/optuna.db`, ` (relative to the project root)`), a file elsewhere by its
     absolute URL (`sqlite:////scratch/x/runs/optuna.db`), a server URL without its password."""
+    if storage == IN_MEMORY:
+        return "memory (not stored)", ""
     path = _file_of(storage)
     if path is not None:
         shown = recorded_path(path)
@@ -71,6 +80,18 @@ def recorded_storage(storage: str) -> tuple[str, str]:
         return storage.split("@")[-1], ""
 
 
+def shared_storage(storage: str, run_root: str | Path) -> tuple[str, str]:
+    """The storage as a committed record states it (records promote), and its note: a file by its
+    path inside the project, or under run_root (`sqlite:///optuna.db (relative to run_root)`, read
+    back with `--run-root DIR`), or by its name alone elsewhere (runs/rundir.py shared_path); a
+    server URL without its password."""
+    path = _file_of(storage)
+    if path is None:
+        return recorded_storage(storage)
+    shown, note = shared_path(path, run_root)
+    return (JOURNAL_PREFIX if storage.startswith(JOURNAL_PREFIX) else "sqlite:///") + shown, note
+
+
 def open_storage(storage: str, create: bool = True, heartbeat: dict | None = None) -> Any:
     """An Optuna storage object for a normalised storage string; with create=False a storage file
     that does not exist is refused (the commands that only read a study). heartbeat (the sweeper's:
@@ -79,6 +100,8 @@ def open_storage(storage: str, create: bool = True, heartbeat: dict | None = Non
     # deferred: optuna loads only where a study is read
     import optuna
 
+    if storage == IN_MEMORY:
+        return optuna.storages.InMemoryStorage()
     path = _file_of(storage)
     if not create and path is not None and not path.is_file():
         raise UserError(f"no study storage at {path}: run a search first (python -m aprelu_exp "

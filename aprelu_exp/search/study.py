@@ -24,6 +24,7 @@ from aprelu_exp.search.heartbeat import heartbeat_settings
 from aprelu_exp.search.space import SearchSpace, as_overrides, corner_points, parse_space
 from aprelu_exp.search.storage import normalise, open_storage
 from aprelu_exp.search.trial_link import PRUNER_ATTR, build_pruner
+from aprelu_exp.sweep.app import is_project_app
 from aprelu_exp.training.build import preflight
 
 log = logging.getLogger("aprelu_exp.search")
@@ -47,10 +48,12 @@ class Objective:
         return max(vals) if self.direction == "maximize" else min(vals)
 
 
-def objective_from(conf) -> Objective:
+def objective_from(conf, project: bool = True) -> Objective:
+    """The objective's settings, checked. Another app's objective is its task's return value
+    (sweep/app.py): only the direction applies to it."""
     metric, direction, reduce = str(conf.metric), str(conf.direction), str(conf.reduce)
     metrics = [c for c in COLUMNS if c != "epoch"]
-    if metric not in metrics:
+    if project and metric not in metrics:
         raise UserError(f"hydra.sweeper.objective.metric={metric!r} is not a metrics.csv column; "
                         f"use one of {', '.join(metrics)} (the article's metric is val_acc_article).")
     if direction not in DIRECTIONS:
@@ -74,16 +77,18 @@ class SearchStudy:
 
     def __init__(self, sweeper, arguments: list[str]):
         self.config: DictConfig = sweeper.config
+        self.project = is_project_app(self.config)
         self.loader = sweeper.hydra_context.config_loader
         self.settings = sweeper.settings
-        self.space = parse_space(self.settings.get("params"), arguments, self.loader)
-        self.objective = objective_from(self.settings["objective"])
+        self.space = parse_space(self.settings.get("params"), arguments, self.loader, allow_empty=not self.project)
+        self.objective = objective_from(self.settings["objective"], self.project)
         self.n_trials = int(self.settings["n_trials"])
         self.n_jobs = int(self.settings["n_jobs"])
         if self.n_trials < 1 or self.n_jobs < 1:
             raise UserError(f"hydra.sweeper.n_trials={self.n_trials}, n_jobs={self.n_jobs}: both must be >= 1.")
-        self.storage = normalise(self.settings.get("storage"), self.config.run_root)
-        self.record = str(OmegaConf.select(self.config, "record.name", default="custom"))
+        self.storage = normalise(self.settings.get("storage"), self.config.get("run_root"))
+        # Another app has no record: its study is named after its job (hydra.job.name).
+        self.record = str(OmegaConf.select(self.config, "record.name", default=None) or self.config.hydra.job.name)
         self.study_name = str(self.settings.get("study_name") or _study_name(self.record, self.space, self.objective))
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
 
@@ -118,7 +123,7 @@ class SearchStudy:
         points = corner_points(self.space, limit)
         bad: dict[str, list[str]] = {}
         for point in points:
-            reason = self.probe(self.space.fixed + as_overrides(point))
+            reason = self.probe(self.space.job_overrides(point))
             if reason:
                 bad.setdefault(reason, []).append(" ".join(as_overrides(point)))
         if len(bad) and sum(map(len, bad.values())) == len(points):
@@ -156,13 +161,16 @@ class SearchStudy:
         return grid
 
     def open_study(self):
-        storage = open_storage(self.storage, heartbeat=heartbeat_settings(self.settings))
+        # Heartbeats are a database storage's (RDBStorage); building them elsewhere only warns.
+        beats = heartbeat_settings(self.settings) if "://" in self.storage else None
+        storage = open_storage(self.storage, heartbeat=beats)
         pruner_spec = OmegaConf.to_container(self.settings["pruner"], resolve=True)
         try:
             existing = len(optuna.load_study(study_name=self.study_name, storage=storage).trials)
         except KeyError:
             existing = 0
         grid = self.grid_space()
+        self.optuna_storage = storage  # the heartbeats' (search/heartbeat.py), opened here, not dug out of the study
         study = optuna.create_study(study_name=self.study_name, storage=storage,
                                     sampler=self.sampler(existing, grid), pruner=build_pruner(pruner_spec),
                                     direction=self.objective.direction, load_if_exists=True)
@@ -180,7 +188,8 @@ class SearchStudy:
         study.set_user_attr("objective", self.objective.__dict__)
         study.set_user_attr("record", self.record)
         study.set_user_attr("fixed_overrides", self.space.fixed)
-        study.set_user_attr("trial_settings", self.trial_settings())
+        if self.project:
+            study.set_user_attr("trial_settings", self.trial_settings())
         study.set_user_attr(PRUNER_ATTR, pruner_spec)
         return study, existing, grid
 

@@ -1,7 +1,8 @@
 """`hydra/sweeper=replicates` (the project's default): Hydra's grid sweep (`a=1,2 b=x,y` runs every
 combination; `range(...)` and other discrete sweeps too), plus `replicates=N`, which runs every point
-with N seeds (seed, seed+1, ..., seed+N-1). Built on Hydra's public Sweeper interface and override
-parser only."""
+with N seeds (seed, seed+1, ..., seed+N-1), and, for the project's runs, `-m resume=<sweep dir>`.
+Built on Hydra's public Sweeper interface and override parser only. Under an app without a
+`replicates` key it is Hydra's basic sweeper (tests/test_sweeper_suites.py runs Hydra's own suites)."""
 
 import itertools
 import sys
@@ -61,21 +62,24 @@ class ReplicatesSweeper(Sweeper):
         # Imported when a sweep runs, not when Hydra scans its plugins (which every command does).
         from aprelu_exp.errors import UserError
         from aprelu_exp.sweep.replicates import seed_sweep
-        from aprelu_exp.sweep.resume import SWEEP_FILE, sweep_plan
+        from aprelu_exp.sweep.app import is_project_app
+        from aprelu_exp.sweep.resume import SWEEP_FILE, SweepPlan, sweep_plan
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        project = is_project_app(self.config)
         try:
             arguments = seed_sweep(self.config, [f"{k}={v}" for k, v in self.params.items()] + list(arguments))
             parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
             jobs = grid(parser.parse_overrides(arguments))
             # A sweep launched into its own directory again (-m resume=DIR) goes on with it: the
             # jobs keep their numbers; finished ones are not launched, the others decide from their
-            # directories (aprelu_exp.job: continue from the checkpoint, or start).
-            plan = sweep_plan(sweep_dir, jobs)
+            # directories (aprelu_exp.job: continue from the checkpoint, or start). Another app's
+            # jobs leave no status to go by: they all run, as under Hydra's basic sweeper.
+            plan = sweep_plan(sweep_dir, jobs) if project else SweepPlan(sweep_dir, ["start"] * len(jobs))
         except (UserError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             sys.exit(UserError.exit_code)
-        resumed = (sweep_dir / SWEEP_FILE).is_file()
+        resumed = project and (sweep_dir / SWEEP_FILE).is_file()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if resumed:
             print(plan.summary(), flush=True)  # the sweep's own multirun.yaml stays its record
