@@ -1,10 +1,14 @@
 """The packed network (model/packed.py) against the N solo networks it was built from: the same
 outputs, the same gradients and the same BatchNorm statistics, run by run, in training mode, in
 evaluation mode and in the article's mode (batch statistics, running ones untouched); for every
-activation and both shortcuts. In fp32 on the CPU the forward arithmetic is the solo network's,
-operation for operation; the backward pass sums some gradients (a bias, a BatchNorm's) over the
-batch in another order, so gradients agree to float32 rounding (about 1e-7 of their size, 1e-6 of
-the stem's after the whole network)."""
+activation and both shortcuts. In fp32 on the CPU record 16's forward arithmetic is the solo
+network's, operation for operation (bitwise); elsewhere some sums run in another order (a gate's
+channel mean, a bias's gradient over the batch), so the results agree to float32 rounding: a few
+1e-6 at most, also for the biases in front of a BatchNorm, whose true gradient is zero and whose
+computed one is rounding noise of that size. The channel-shared gate (one slope per sample) takes a
+sigmoid of B values alone and of B x N values packed, which the CPU computes partly in its vector
+and partly in its scalar path (different roundings of exp); its gradients agree to 2e-5. A wiring mistake (a run's channels mixed with another's,
+a slice off by one) differs by orders of magnitude more."""
 from __future__ import annotations
 
 import copy
@@ -19,8 +23,8 @@ from aprelu_exp.training.build import build_net
 from aprelu_exp.training.module import batchnorm_batch_statistics
 
 N = 3
-TOL = dict(rtol=1e-5, atol=1e-6)
-GRAD_TOL = dict(rtol=1e-4, atol=1e-6)
+TOL = dict(rtol=1e-5, atol=5e-6)
+GRAD_TOL = dict(rtol=1e-4, atol=5e-6)
 
 
 def _nets(*overrides, record="record_16"):
@@ -45,6 +49,7 @@ def _batches(seed=0, b=20):
 ], ids=["record_16", "record_15", "record_01", "aprelu_shared", "relu", "prelu", "dyrelu_b", "projection",
         "symmetric-padding"])
 def test_a_packed_step_is_each_runs_own_step(overrides, record):
+    grad_tol = dict(GRAD_TOL, atol=2e-5) if "model/activation=aprelu_shared" in overrides else GRAD_TOL
     nets = _nets(*overrides, record=record)
     solo = [copy.deepcopy(n) for n in nets]
     packed = PackedResNet(nets)
@@ -62,7 +67,7 @@ def test_a_packed_step_is_each_runs_own_step(overrides, record):
             torch.testing.assert_close(out[:, i], mine, **TOL)
             grads = packed.run_grads(i)
             for name, p in net.named_parameters():
-                torch.testing.assert_close(grads[name], p.grad, **GRAD_TOL, msg=f"run {i} {name} (step {step})")
+                torch.testing.assert_close(grads[name], p.grad, **grad_tol, msg=f"run {i} {name} (step {step})")
             views = packed.run_views(i)
             for name, t in net.state_dict().items():
                 torch.testing.assert_close(views[name], t, **TOL, msg=f"run {i} {name}")

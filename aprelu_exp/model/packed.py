@@ -165,8 +165,11 @@ class PackedAPReLUShared(nn.Module):
         s = torch.stack([_runs(neg_gap, self.n).mean(dim=2), _runs(pos_gap, self.n).mean(dim=2)], dim=2)
         s = F.relu(self.bn1(self.fc1(s.reshape(b, -1))))
         s = torch.sigmoid(self.bn2(self.fc2(s)))                       # (B, N): one slope per run and sample
-        slopes = s[:, :, None].expand(b, self.n, c).reshape(b, self.n * c)
-        return torch.addcmul(pos, slopes[:, :, None, None], neg).to(pos.dtype)
+        # Broadcast over each run's (C, H, W) as the solo layer broadcasts its (B, 1, 1, 1) slope:
+        # a slope spread over the channels first would take another (fused multiply-add) path.
+        h, w = x.shape[-2:]
+        y = torch.addcmul(_runs(pos, self.n), s[:, :, None, None, None], _runs(neg, self.n))
+        return y.view(b, self.n * c, h, w).to(pos.dtype)
 
 
 class PackedPReLU(nn.Module):
