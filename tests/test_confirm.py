@@ -2,9 +2,7 @@
 command, the comparison on the search's objective, the evidence in the record file."""
 import re
 import shutil
-import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -12,6 +10,7 @@ import yaml
 
 from aprelu_exp import compose
 from aprelu_exp.compose import CONF_DIR
+from aprelu_exp.console.child import ChildResult
 from aprelu_exp.records import confirm as confirm_module
 from aprelu_exp.records.confirm import merge_settings
 from aprelu_exp.records.promote import promote
@@ -107,11 +106,11 @@ def _commands_of_a_confirmation(tmp_path, monkeypatch, *extra):
     storage = _study(tmp_path, ["model.reduction=8"])
     commands = []
 
-    def run(cmd, **kwargs):
+    def run_child(cmd):
         commands.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0)
+        return ChildResult(0, None)
 
-    monkeypatch.setattr(confirm_module, "subprocess", SimpleNamespace(run=run))
+    monkeypatch.setattr(confirm_module, "run_child", run_child)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     out = run_module("aprelu_exp.records", ["promote", "s", "--storage", storage, "--name", "record_tdir",

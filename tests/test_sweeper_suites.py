@@ -22,6 +22,21 @@ REPLICATES = ["hydra/sweeper=replicates"]
 OPTUNA = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_jobs=2"]
 
 
+@pytest.fixture(autouse=True)
+def _hydra_version_base_unset():
+    # Hydra's suites expect its compatibility defaults (a job chdirs into its sweep folder, where
+    # its log lands): the version base a Hydra process starts with. It is a process-wide singleton
+    # that an earlier test's initialize(version_base="1.3") in the same worker leaves set, so each
+    # test here starts with it unset and gives the old one back.
+    from hydra import version
+
+    held = version.VersionBase.instance()  # a Singleton: constructing one gives back this one
+    before = held.getbase()
+    held.version_base = version._UNSPECIFIED_
+    yield
+    held.version_base = before
+
+
 # Each suite gets a copy: BatchedSweeperTestSuite extends the list it is given.
 @pytest.mark.parametrize("launcher_name, overrides", [("basic", [*REPLICATES])])
 class TestReplicatesSweeper(LauncherTestSuite):
