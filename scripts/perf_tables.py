@@ -52,7 +52,8 @@ python -m aprelu_exp.bench experiment=record_15 perf.compile=false --out b.json
 python -m aprelu_exp.bench --precisions 32             # fp32 only
 python -m aprelu_exp.bench --windows 2 --steps 1 --epoch-subset 200 --eval-images 200   # a quick check, not a measurement
 python -m aprelu_exp.bench cli --repeats 3 --baseline ../other-checkout   # start-up time of the commands that train nothing
-bash scripts/gpu_check.sh                              # with CUDA: under 8 minutes, into results/<date>_gpu/
+python -m aprelu_exp.bench packed --runs 1,4,16 --out packed.json   # N runs packed into one network vs N solo, N processes
+bash scripts/gpu_check.sh                              # with CUDA: under 10 minutes, into results/<date>_gpu/
 bash scripts/gpu_check.sh --cpu-sized                  # the same steps CPU-sized (what runs without CUDA)
 .venv/bin/python scripts/perf_tables.py                # this page again, after a result was added
 ```
@@ -75,7 +76,8 @@ checkout and `--baseline` interleaved.
 The GPU check is one prepared command for the minutes a lent GPU gives: the bench with
 `trainer=gpu` in fp32 and bf16, compiled as now and with CUDA graphs
 (`perf.compile_mode=reduce-overhead`); record 16 with `budget=20`; and 1, 2, 4 and 8 runs at once
-on the one GPU (their training images/s summed). Each step is a child process with its own time box;
+on the one GPU (their training images/s summed); and 1, 4, 16 and 64 runs packed into one network
+against as many solo networks in turn and (up to 16) processes. Each step is a child process with its own time box;
 one that fails or runs over is stopped, its error and log tail recorded, and the next step runs.
 `gpu_check.json` and `gpu_check.md` hold every step's result or error, beside each step's log, the
 bench JSONs and the run directories, in `results/<date>_gpu/` (CPU-sized: `results/<date>_gpu_cpu-sized/`,
@@ -253,7 +255,9 @@ def ci_section(runs: list[dict], slowest: int = SLOWEST) -> list[str]:
     if not runs:
         return lines + ["No CI run recorded under `results/` yet (`results/<date>_ci/<label>/phases.json`).", ""]
     lines += ["Wall time of each phase of `.ci/run` (set-up, the default suite, `-m slow`, `-m cluster`, the whole",
-              "run), with pytest's count for each suite.", ""]
+              "run), with pytest's count for each suite. Set-up includes the cluster's start where the run",
+              "did it in sequence; where a run has `-m slow` and `-m cluster` side by side (from 2026-12-07),",
+              "each is that suite's own wall time and the two overlap in the total.", ""]
     rows = []
     for r in runs:
         cells = []
@@ -297,8 +301,40 @@ def gpu_section(runs: list[dict]) -> list[str]:
     return lines + _table(["machine", "commit", "date", "plan", "step", "outcome", "wall", "figures", "file"], rows) + [""]
 
 
+def packed_runs(results: Path) -> list[dict]:
+    runs = []
+    for path in sorted(results.glob("*/bench_packed*.json")):
+        data = json.loads(path.read_text())
+        if data.get("kind") == "bench_packed":
+            runs.append({**data, "path": path.relative_to(results.parent).as_posix(), "commit": _commit(data),
+                         "date": data.get("date") or folder_date(path, results) or NOT_RECORDED})
+    return runs
+
+
+def packed_section(runs: list[dict]) -> list[str]:
+    lines = ["## Packed runs", ""]
+    if not runs:
+        return lines + ["No packed bench under `results/` yet (`python -m aprelu_exp.bench packed --out ...`).", ""]
+    lines += ["`python -m aprelu_exp.bench packed`: training images/s summed over N runs of one network, packed into",
+              "one network, as N solo networks in turn in one process, and as N processes at once; the hours a",
+              "5000-epoch record 16 (training images only) takes per run at that rate. Above 1, packing is faster.", ""]
+    rows = []
+    for r in runs:
+        for n, m in r["runs"].items():
+            cell = lambda mode: f"{m[mode]['summed_images_per_s']:,.0f}" if mode in m else "-"  # noqa: E731
+            ratio = lambda key: f"{m[key]:.2f}x" if key in m else "-"  # noqa: E731
+            hours = f"{m['packed']['record16_5000_epochs_h_per_run']:,.1f} h" if "packed" in m else "-"
+            rows.append([r["device"], r["commit"], r["date"], f"{r['precision']}, {r['batch_per_run']}/run", n,
+                         cell("packed"), cell("solo"), cell("processes"), ratio("packed_over_solo"),
+                         ratio("packed_over_processes"), hours, f"`{r['path']}`"])
+    return lines + _table(["machine", "commit", "date", "precision, batch", "N", "packed img/s", "solo in turn",
+                           "N processes", "packed / solo", "packed / processes", "5000 epochs per run", "file"],
+                          rows) + [""]
+
+
 def render(results: Path = RESULTS, slowest: int = SLOWEST) -> str:
-    lines = [INTRO.rstrip("\n"), "", *bench_section(bench_runs(results)), *ci_section(ci_runs(results), slowest),
+    lines = [INTRO.rstrip("\n"), "", *bench_section(bench_runs(results)), *packed_section(packed_runs(results)),
+             *ci_section(ci_runs(results), slowest),
              *gpu_section(gpu_checks(results))]
     return "\n".join(lines).rstrip("\n") + "\n"
 

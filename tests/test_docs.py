@@ -24,6 +24,8 @@ from aprelu_exp import cli_help, compose, evaluate
 from aprelu_exp.bench import __main__ as bench_main
 from aprelu_exp.bench import cli as bench_cli
 from aprelu_exp.bench import gpu_check
+from aprelu_exp.bench import packed as bench_packed
+from aprelu_exp.records.replay import plan_replay
 from aprelu_exp.overrides import refuse_contradictions
 from aprelu_exp.records import __main__ as records_main
 from aprelu_exp.report import __main__ as report_main
@@ -186,6 +188,10 @@ def check_sub(module: str, argv: list[str], tmp: Path) -> None:
             _check_config([f"experiment={args.record}", *args.overrides], multirun=True)
         elif args.cmd == "promote":
             _check_config(args.overrides, multirun=True)
+        elif args.cmd == "replay":  # the command's own checks: records, seeds, overrides, every record composed
+            names = [r for r in args.records if "=" not in r]
+            overrides = [r for r in args.records if "=" in r] + list(args.overrides)
+            plan_replay([n for n in names if not _is_placeholder(n)], args.seeds, args.seed, overrides, args.metric)
     elif module == "report":
         report_main.parse_args(argv)
     elif module == "search":
@@ -200,6 +206,8 @@ def check_sub(module: str, argv: list[str], tmp: Path) -> None:
     elif module == "bench":
         if argv[:1] == ["cli"]:
             bench_cli.build_parser().parse_args(argv[1:])
+        elif argv[:1] == ["packed"]:
+            _check_config(bench_packed.parse_args(argv[1:]).overrides)
         else:
             _check_config(bench_main.build_parser().parse_args(argv).overrides)
     elif module == "bench.gpu_check":
@@ -272,6 +280,8 @@ def check(command: Command, tmp: Path) -> None:
             raise ValueError(f"python -m {module}: not a command of this project; add it to the checks")
     elif program in ("aprelu-exp", ".venv/bin/aprelu-exp"):
         check_main(rest, tmp)
+    elif program in ("aprelu-exp-records", ".venv/bin/aprelu-exp-records"):
+        check_sub("records", rest, tmp)
     elif program == "bash" and rest[:1] and rest[0].startswith("scripts/"):
         check_script(rest[0], rest[1:], tmp)
     elif program in ("python", ".venv/bin/python") and rest[:1] and rest[0].startswith("scripts/"):

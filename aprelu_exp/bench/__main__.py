@@ -1,5 +1,7 @@
 """`python -m aprelu_exp.bench [hydra overrides] [--out FILE.json] [--windows N]`
-(`python -m aprelu_exp.bench cli`: the start-up times of the commands that train nothing, see bench/cli.py)
+(`python -m aprelu_exp.bench cli`: the start-up times of the commands that train nothing, see bench/cli.py;
+`python -m aprelu_exp.bench packed --runs 1,4,16`: N runs packed into one network against N solo runs
+and N processes, see bench/packed.py)
 
 Measures the composed config (record 16 by default) in one process, in fp32 and, where the
 hardware has it, in bf16 (autocast, the fast path's arithmetic), side by side: training images/s
@@ -48,6 +50,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["cli"]:
         return cli.main(argv[1:])
+    if argv[:1] == ["packed"]:
+        from aprelu_exp.bench import packed  # noqa: PLC0415 - its own command
+
+        return packed.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     # Missing data, an unknown override: the main command's one-paragraph error and exit 2.

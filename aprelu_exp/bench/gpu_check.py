@@ -1,6 +1,6 @@
 """`python -m aprelu_exp.bench.gpu_check [--out DIR] [--cpu-sized] [--budget-s S]` (what
 `bash scripts/gpu_check.sh` runs): everything the project needs to know about its GPU path, in one
-command that fits the few minutes a lent GPU gives (under 8 minutes in all).
+command that fits the few minutes a lent GPU gives (under 10 minutes in all).
 
 Steps, each a child process time-boxed on its own (a step that hangs or fails costs its own box,
 and its error is recorded; the next step still runs), each within what is left of the budget:
@@ -8,7 +8,10 @@ and its error is recorded; the next step still runs), each within what is left o
 1. the bench with trainer=gpu, fp32 and bf16, compiled as now (torch.compile's default mode);
 2. the same with CUDA graphs (perf.compile_mode=reduce-overhead), where that works;
 3. a 20-epoch record-16 run (budget=20: the whole schedule compressed): images/s, epoch time, accuracy;
-4. 1, 2, 4 and 8 runs at once on the one GPU: their summed training images/s.
+4. 1, 2, 4 and 8 runs at once on the one GPU: their summed training images/s;
+5. packing (bench/packed.py): N = 1, 4, 16 and 64 runs of record 16 as one packed network against
+   N solo networks in turn and (up to 16) N processes: summed images/s and the hours a 5000-epoch
+   record 16 takes per run at each N.
 
 Everything lands in DIR (default results/<date>_gpu/): each step's log, the bench JSONs, the run
 directories, and `gpu_check.json` + `gpu_check.md` with every step's result or error. Without CUDA
@@ -28,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BUDGET_S = 470  # under 8 minutes, with room for the start-up and the summary
+BUDGET_S = 570  # under 10 minutes, with room for the start-up and the summary
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Plan:
     concurrent: tuple[int, ...]
     concurrent_overrides: list[str]
     concurrent_s: dict[int, int] = field(default_factory=dict)
+    packed_args: list[str] = field(default_factory=list)
+    packed_s: int = 0
 
 
 GPU = Plan(
@@ -51,7 +56,8 @@ GPU = Plan(
     bench_args=["--windows", "3", "--steps", "4", "--epoch-subset", "5000", "--eval-images", "2000"], bench_s=95,
     run_overrides=["budget=20"], run_s=110,
     concurrent=(1, 2, 4, 8), concurrent_overrides=["data.train_subset=20000", "trainer.max_epochs=3"],
-    concurrent_s={1: 30, 2: 30, 4: 40, 8: 55})
+    concurrent_s={1: 30, 2: 30, 4: 40, 8: 55},
+    packed_args=["--runs", "1,4,16,64", "--max-processes", "16", "--steps", "5", "--windows", "3"], packed_s=100)
 CPU = Plan(
     name="cpu-sized", trainer=["perf.compile=false"],
     bench_args=["data.test_subset=100", "--precisions", "32", "--windows", "1", "--steps", "1", "--epoch-subset", "100",
@@ -59,7 +65,9 @@ CPU = Plan(
     run_overrides=["budget=2", "data.train_subset=300", "data.test_subset=200"], run_s=360,
     concurrent=(1, 2), concurrent_overrides=["data.train_subset=200", "data.test_subset=100", "trainer.max_epochs=1"],
     # Generous: a shared 2-core machine ran the bench step 7x slower than a quiet one.
-    concurrent_s={1: 300, 2: 360})
+    concurrent_s={1: 300, 2: 360},
+    packed_args=["data.batch_size=20", "--runs", "1,2", "--steps", "1", "--windows", "1", "--warmup", "1"],
+    packed_s=300)
 # Every run of the check: no progress bar (the logs are files), CSV metrics only.
 QUIET = ["trainer.enable_progress_bar=false", "logger=csv"]
 
@@ -191,6 +199,10 @@ def check(plan: Plan, out: Path, budget_s: float, python: str = sys.executable) 
                     "each_train_images_per_s": [e["train_images_per_s"] for e in each]}
 
         step(f"concurrent_{n}", commands, plan.concurrent_s[n], summed)
+
+    path = out / "bench_packed.json"
+    step("packed", [[python, "-m", "aprelu_exp.bench", "packed", *plan.trainer, *plan.packed_args, "--out", str(path)]],
+         plan.packed_s, lambda: json.loads(path.read_text()))
     return steps
 
 
@@ -211,6 +223,11 @@ def figures_cell(result: dict | None) -> str:
     if "by_precision" in result:
         return "; ".join(f"{p}: train {b['train_images_per_s']:,.0f} img/s, epoch {b['end_to_end_epoch_s']:.1f} s"
                          for p, b in result["by_precision"].items())
+    if result.get("kind") == "bench_packed":
+        return "; ".join(f"N={n}: packed {r['packed']['summed_images_per_s']:,.0f} img/s"
+                         + (f" ({r['packed_over_processes']:.2f}x N processes)" if "packed_over_processes" in r else "")
+                         + f", 5000-epoch record 16 {r['packed']['record16_5000_epochs_h_per_run']:,.1f} h per run"
+                         for n, r in result["runs"].items() if "packed" in r)
     if "summed_train_images_per_s" in result:
         return f"summed train {result['summed_train_images_per_s']:,.0f} img/s over {result['runs']} runs"
     return (f"{result['epochs']} epochs, train {result['train_images_per_s']:,.0f} img/s, epoch "
