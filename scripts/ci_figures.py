@@ -26,7 +26,8 @@ DURATION = re.compile(r"^\s*\d+(?:\.\d+)?s (?:setup|call|teardown)\s+\S")
 PHASE = re.compile(r"^  (.+?)\s+(\d+) s$")
 PHASE_KEYS = {"set-up": "setup", "default suite": "default", "cluster start": "cluster_start",
               "slow and cluster suites": "slow_and_cluster", "of which -m slow": "slow",
-              "of which -m cluster": "cluster", "whole .ci/run": "total"}
+              "of which -m cluster": "cluster", "-m slow": "slow", "-m cluster": "cluster",
+              "whole .ci/run": "total"}
 
 
 def sessions(lines: list[str]) -> list[list[str]]:

@@ -165,7 +165,7 @@ def test_ctrl_c_cancels_a_slurm_sweeps_jobs_and_names_the_resume(cli_env, tmp_pa
         queue = _squeue(env, arrays)
         started = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=200) == 130, log.read_text()[-3000:]
+        assert proc.wait(timeout=400) == 130, log.read_text()[-3000:]
         took = time.monotonic() - started
     finally:
         if proc.poll() is None:

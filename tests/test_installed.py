@@ -106,7 +106,7 @@ def test_the_readmes_completion_lines_complete_in_bash(installed, tmp_path):
     line = "aprelu-exp optim="
     script = "\n".join([lines[0], f"COMP_LINE='{line}'; COMP_POINT={len(line)}; COMP_CWORD=1",
                         "hydra_bash_completion", 'printf "%s\\n" "${COMPREPLY[@]}"'])
-    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env=_env(PATH=f"{installed / 'bin'}:{os.environ['PATH']}"))
     assert sorted(out.stdout.split()) == ["optim=adamw", "optim=sgd"], (out.stdout, out.stderr)
 
@@ -136,7 +136,7 @@ def test_answers_without_importing_torch(args, env, tmp_path):
              "    runpy.run_module('aprelu_exp', run_name='__main__')\nexcept SystemExit:\n    pass\n"
              "print('TORCH', 'torch' in sys.modules, 'pytorch_lightning' in sys.modules, file=sys.stderr)\n")
     out = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True,
-                         env={**os.environ, **env}, timeout=120)
+                         env={**os.environ, **env}, timeout=300)
     assert "TORCH False False" in out.stderr, out.stderr[-2000:]
 
 
@@ -155,7 +155,7 @@ def test_the_installed_command_trains_stops_and_resumes_from_another_folder(inst
         time.sleep(0.05)
     assert marker.exists(), proc.communicate()[1][-3000:]
     os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGINT, err[-3000:]
     (status,) = (tmp_path / "runs").rglob("status.json")
     run = status.parent
