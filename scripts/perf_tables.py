@@ -83,7 +83,9 @@ one that fails or runs over is stopped, its error and log tail recorded, and the
 bench JSONs and the run directories, in `results/<date>_gpu/` (CPU-sized: `results/<date>_gpu_cpu-sized/`,
 tiny subsets, not compiled, fp32, 1 and 2 runs at once; a slow test runs that version).
 
-To add a CI run's figures, commit `results/<date>_ci/<label>/phases.json`
+To add a CI run's figures, run `.ci/run` with `PYTEST_ADDOPTS=--durations=0`, keep its output,
+turn it into figures with `python scripts/ci_figures.py ci.log results/<date>_ci/<label> --commit SHA`
+and commit them: `results/<date>_ci/<label>/phases.json`
 (`{"machine", "commit", "date", "phases": {"setup", "default", "slow", "cluster", "total"} in
 seconds, "counts": {suite: pytest's summary}}`) and the `<suite>.durations.txt` files pytest's
 `--durations=0` printed, then run the script.

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from aprelu_exp import config_schema  # noqa: F401
-from aprelu_exp.bench import cli
+from aprelu_exp.bench import cli, packed
 from aprelu_exp.bench.epoch import measured_epoch
 from aprelu_exp.bench.evaluation import eval_rates
 from aprelu_exp.bench.floor import convolution_floor
@@ -51,8 +51,6 @@ def main(argv=None) -> int:
     if argv[:1] == ["cli"]:
         return cli.main(argv[1:])
     if argv[:1] == ["packed"]:
-        from aprelu_exp.bench import packed  # noqa: PLC0415 - its own command
-
         return packed.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)

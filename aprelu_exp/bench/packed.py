@@ -34,6 +34,7 @@ from aprelu_exp import config_schema  # noqa: F401
 from aprelu_exp.compose import compose_config
 from aprelu_exp.errors import run_command
 from aprelu_exp.model.packed import PackedResNet, pack_inputs
+from aprelu_exp.runs.rundir import _git, cpu_model_name, git_commit
 from aprelu_exp.training.build import build_net
 from aprelu_exp.training.precision import run_device
 
@@ -217,8 +218,6 @@ def bench_packed(args) -> int:
         if "packed" in results[n] and "solo" in results[n]:
             results[n]["packed_over_solo"] = round(
                 results[n]["packed"]["summed_images_per_s"] / results[n]["solo"]["summed_images_per_s"], 2)
-    from aprelu_exp.runs.rundir import _git, cpu_model_name, git_commit
-
     report = {"kind": "bench_packed", "overrides": args.overrides, "record": str(cfg.record.name),
               "commit": git_commit(), "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
               "date": time.strftime("%Y-%m-%d", time.gmtime()),
