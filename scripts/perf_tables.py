@@ -316,7 +316,7 @@ def packed_runs(results: Path) -> list[dict]:
 def packed_section(runs: list[dict]) -> list[str]:
     lines = ["## Packed runs", ""]
     if not runs:
-        return lines + ["No packed bench under `results/` yet (`python -m aprelu_exp.bench packed --out ...`).", ""]
+        return lines + ["No packed bench under `results/` yet (`python -m aprelu_exp.bench packed --out packed.json`).", ""]
     lines += ["`python -m aprelu_exp.bench packed`: training images/s summed over N runs of one network, packed into",
               "one network, as N solo networks in turn in one process, and as N processes at once; the hours a",
               "5000-epoch record 16 (training images only) takes per run at that rate. Above 1, packing is faster.", ""]
