@@ -3,6 +3,7 @@ compose API, so in-process tests build configs exactly as the CLI does."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ from aprelu_exp.compose import CONF_DIR as CONF, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 register_resolvers()
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # The tests stand for a user at a terminal, whose Ctrl-C reaches the command. A suite started in
+    # the background (`cmd &` in a script, nohup, some CI runners) inherits SIGINT ignored, and an
+    # ignored signal stays ignored across exec: every command the tests start would ignore their
+    # Ctrl-C. A handled one is reset to the default at exec, so the commands start as from a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist workers share the cores: one intra-op thread each, in the processes they start

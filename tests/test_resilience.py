@@ -80,10 +80,17 @@ def test_stopped_mid_epoch_then_continued_equals_uninterrupted(cli_env, tmp_path
     fixed = tmp_path / "killed" / "job"
     args = [*SMALL, "trainer.max_epochs=3", *extra] + ([f"hydra.run.dir={fixed}"] if how == "requeue" else [])
     cmd = [sys.executable, "-m", "aprelu_exp", f"run_root={tmp_path / 'killed'}", *args]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # The run waits after the second epoch's second step (the moment "training"), so that the signal
+    # lands mid-epoch however fast or loaded the machine is.
+    marker = tmp_path / "paused"
+    paused = {**cli_env, "APRELU_PAUSE_AT": "training", "APRELU_PAUSE_MARKER": str(marker)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=paused, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     run = _wait_for_first_epoch(tmp_path / "killed", proc)
-    time.sleep(1.0)  # well inside the second epoch's training steps
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the run never reached its second epoch's training steps"
     os.kill(proc.pid, signum)
     out, err = proc.communicate(timeout=120)
     assert len(rows(run)) == 1, "the stop did not land mid-epoch"

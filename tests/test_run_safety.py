@@ -243,10 +243,15 @@ def test_a_second_ctrl_c_stops_at_once(cli_env, tmp_path):
 def test_ctrl_c_in_a_sweep_leaves_a_report_with_the_job_interrupted(cli_env, tmp_path):
     import csv
 
+    marker = tmp_path / "paused"  # the first job waits in its second epoch's training steps for the stop
+    env = {**cli_env, "APRELU_PAUSE_AT": "training", "APRELU_PAUSE_MARKER": str(marker)}
     proc, run = _start_and_wait_for_a_checkpoint(
         ["-m", f"run_root={tmp_path}", "data.train_subset=1000", "data.test_subset=100", "trainer.max_epochs=4",
-         "logger=none", "seed=0,1"], cli_env, tmp_path, tmp_path)
-    time.sleep(0.5)
+         "logger=none", "seed=0,1"], env, tmp_path, tmp_path)
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.stderr.read()[-2000:] if proc.poll() is not None else "no pause"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]

@@ -48,6 +48,8 @@ class StopOnSignal(pl.Callback):
         stop_requests.check()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == 1:  # mid-epoch: two steps in, more to come
+            moments.reached("training", trainer.current_epoch)
         stop_requests.check()
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):

@@ -1,7 +1,8 @@
 """Moments of a run where a test can make it wait for a stop signal, so that the signal lands
 inside that moment on any machine (a checkpoint write lasts milliseconds).
 
-With APRELU_PAUSE_AT=<moment> (validation, checkpoint, report) the run, on reaching that moment from
+With APRELU_PAUSE_AT=<moment> (training: after the second training step of an epoch, validation,
+checkpoint, report) the run, on reaching that moment from
 its second epoch on (so that a completed epoch is there to keep), creates the file named by
 APRELU_PAUSE_MARKER and waits there until a stop signal comes (ten minutes at most). Without the
 variable nothing happens.
@@ -15,7 +16,7 @@ from pathlib import Path
 from aprelu_exp.runs.stop import stop_requests
 
 PAUSE_VAR, MARKER_VAR = "APRELU_PAUSE_AT", "APRELU_PAUSE_MARKER"
-MOMENTS = ("validation", "checkpoint", "report")
+MOMENTS = ("training", "validation", "checkpoint", "report")
 PAUSE_LIMIT_S = 600
 
 
