@@ -171,7 +171,8 @@ def ci_runs(results: Path) -> list[dict]:
         runs.append({"path": path.parent.relative_to(results.parent).as_posix(), "label": path.parent.name,
                      "machine": data.get("machine") or NOT_RECORDED, "commit": _commit(data),
                      "date": data.get("date") or folder_date(path, results) or NOT_RECORDED,
-                     "phases": data.get("phases", {}), "counts": data.get("counts", {}), "durations": durations})
+                     "phases": data.get("phases", {}), "counts": data.get("counts", {}), "durations": durations,
+                     "note": data.get("note", "")})
     return runs
 
 
@@ -268,8 +269,8 @@ def ci_section(runs: list[dict], slowest: int = SLOWEST) -> list[str]:
             if phase in r["counts"]:
                 cell += f" ({r['counts'][phase]})"
             cells.append(cell)
-        rows.append([r["machine"], r["commit"], r["date"], *cells, f"`{r['path']}`"])
-    lines += _table(["machine", "commit", "date", *PHASES, "folder"], rows)
+        rows.append([r["machine"], r["commit"], r["date"], *cells, r["note"], f"`{r['path']}`"])
+    lines += _table(["machine", "commit", "date", *PHASES, "note", "folder"], rows)
     for r in runs:
         for suite in SUITES:
             tests = r["durations"].get(suite)

@@ -410,13 +410,29 @@ def _sample_results(root: Path) -> Path:
     return results
 
 
+def test_the_generator_tables_a_packed_bench(tmp_path):
+    results = tmp_path / "results"
+    (results / "2030-01-04_bench_packed").mkdir(parents=True)
+    mode = lambda rate, n: {"summed_images_per_s": rate, "min": rate, "max": rate,  # noqa: E731
+                            "per_run_images_per_s": rate / n, "record16_5000_epochs_h_per_run": 1.5}
+    (results / "2030-01-04_bench_packed" / "bench_packed.json").write_text(json.dumps({
+        "kind": "bench_packed", "device": "cpu: Sample CPU", "commit": "fedcba9876543210", "date": "2030-01-04",
+        "precision": "fp32", "batch_per_run": 100,
+        "runs": {"4": {"packed": mode(200.0, 4), "solo": mode(400.0, 4), "processes": mode(500.0, 4),
+                       "packed_over_solo": 0.5, "packed_over_processes": 0.4}}}))
+    text = _perf_tables().render(results)
+    (row,) = [ln for ln in text.split("## Packed runs", 1)[1].splitlines() if "bench_packed.json" in ln]
+    assert row == ("| cpu: Sample CPU | fedcba9 | 2030-01-04 | fp32, 100/run | 4 | 200 | 400 | 500 | 0.50x | 0.40x | "
+                   "1.5 h | `results/2030-01-04_bench_packed/bench_packed.json` |")
+
+
 def test_the_generator_names_machine_commit_and_date_on_every_row(tmp_path):
     perf = _perf_tables()
     results = _sample_results(tmp_path)
     text = perf.render(results)
     ci = [ln for ln in text.split("## CI runs", 1)[1].splitlines() if "fresh-clone" in ln]
     assert ci == ["| Sample CPU, 2 cores | abcdef0 | 2030-01-02 | 60 s | 300 s (10 passed, 1 skipped) | "
-                  "1,100 s (3 passed) | 900 s (2 passed) | 2,400 s | `results/2030-01-02_ci/fresh-clone` |"]
+                  "1,100 s (3 passed) | 900 s (2 passed) | 2,400 s |  | `results/2030-01-02_ci/fresh-clone` |"]
     # The 15 slowest of the default suite, setup + call + teardown summed per test id: test_3 first.
     section = text.split("### The 15 slowest tests of `default`: Sample CPU, 2 cores, abcdef0, 2030-01-02", 1)[1]
     rows = [ln for ln in section.split("###", 1)[0].splitlines() if ln.startswith("| `")]
