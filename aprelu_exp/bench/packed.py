@@ -9,8 +9,8 @@ project runs N runs today, in one invocation on one machine:
 * processes: N processes at once, each stepping one solo network (what `hydra/launcher=joblib`
   does), timed over the same window after every one has warmed up.
 
-Each step is the training step of the article (forward, cross entropy, backward, SGD with
-momentum) on fixed random batches of `data.batch_size` images per run; images/s is summed over the N
+Each step is a training step (forward, cross entropy, backward, the config's optimizer: the
+article's SGD with Nesterov momentum for the records) on fixed random batches of `data.batch_size` images per run; images/s is summed over the N
 runs (median of the windows). From it: the hours a 5000-epoch record 16 (50,000 training images an
 epoch, validation not counted) takes per run when N run at once this way. fp32, eager; on CUDA also
 `--bf16` (autocast), as the fast path trains there.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,9 +33,10 @@ from aprelu_exp import config_schema  # noqa: F401
 from aprelu_exp.compose import compose_config
 from aprelu_exp.errors import run_command
 from aprelu_exp.model.packed import PackedResNet, pack_inputs
-from aprelu_exp.runs.rundir import _git, cpu_model_name, git_commit
-from aprelu_exp.training.build import build_net
+from aprelu_exp.runs.rundir import cpu_model_name, git_commit, git_dirty
+from aprelu_exp.training.build import build_net, build_optimization
 from aprelu_exp.training.precision import run_device
+from aprelu_exp.training.speed import rates, summarise as rate_summary, sync
 
 ARTICLE_EPOCHS = 5000
 EPOCH_IMAGES = 50_000
@@ -72,11 +72,6 @@ def parse_args(argv) -> argparse.Namespace:
     return args
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 class Stepper:
     """One training step of N runs, packed or one network after another."""
 
@@ -87,9 +82,8 @@ class Stepper:
             nets.append(build_net(cfg))
         self.packed = packed
         self.models = [PackedResNet(nets).to(device)] if packed else [net.to(device) for net in nets]
-        lr, momentum = float(cfg.optim.lr), float(cfg.optim.get("momentum", 0.9) or 0.0)
-        nesterov = bool(cfg.optim.get("nesterov", False))
-        self.optims = [torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum, nesterov=nesterov) for m in self.models]
+        optimizer, _ = build_optimization(cfg)  # the config's own optimizer, as a run builds it
+        self.optims = [optimizer(m.parameters()) for m in self.models]
         g = torch.Generator().manual_seed(seed)
         b = int(cfg.data.batch_size)
         self.x = torch.randn(n, b, 3, 32, 32, generator=g).to(device)
@@ -120,17 +114,10 @@ class Stepper:
 
 
 def timed_rates(stepper: Stepper, steps: int, windows: int, warmup: int) -> list[float]:
+    """The summed images/s of each timed window, after `warmup` untimed steps."""
     for _ in range(warmup):
         stepper.step()
-    _sync(stepper.device)
-    rates = []
-    for _ in range(windows):
-        t = time.perf_counter()
-        for _ in range(steps):
-            stepper.step()
-        _sync(stepper.device)
-        rates.append(stepper.images_per_step * steps / (time.perf_counter() - t))
-    return rates
+    return [rates(stepper.step, stepper.images_per_step, 1, steps, stepper.device)["median"] for _ in range(windows)]
 
 
 def worker(cfg, args) -> int:
@@ -139,12 +126,12 @@ def worker(cfg, args) -> int:
     stepper = Stepper(cfg, 1, packed=False, device=device, bf16=args.bf16, seed=int(cfg.seed))
     for _ in range(args.warmup):
         stepper.step()
-    _sync(device)
+    sync(device)
     print("ready", flush=True)
     while not args.go_file.exists():
         time.sleep(0.01)
-    rates = timed_rates(stepper, args.steps, args.windows, 0)
-    print(json.dumps({"rates": rates}), flush=True)
+    windows = timed_rates(stepper, args.steps, args.windows, 0)
+    print(json.dumps({"rates": windows}), flush=True)
     return 0
 
 
@@ -180,10 +167,11 @@ def processes_rates(args, n: int) -> list[float]:
     return [sum(ws) for ws in zip(*per_worker)]
 
 
-def summarise(rates: list[float], n: int) -> dict:
-    median = statistics.median(rates)
-    per_run = median / n
-    return {"summed_images_per_s": round(median, 1), "min": round(min(rates), 1), "max": round(max(rates), 1),
+def summarise(windows: list[float], n: int) -> dict:
+    found = rate_summary(windows)
+    per_run = found["median"] / n
+    return {"summed_images_per_s": round(found["median"], 1), "min": round(found["min"], 1),
+            "max": round(found["max"], 1),
             "per_run_images_per_s": round(per_run, 1),
             "record16_5000_epochs_h_per_run": round(ARTICLE_EPOCHS * EPOCH_IMAGES / per_run / 3600, 1)}
 
@@ -193,8 +181,6 @@ def bench_packed(args) -> int:
     if args.worker:
         return worker(cfg, args)
     device = run_device(cfg)
-    if device.type == "cpu":
-        torch.manual_seed(0)
     t0 = time.monotonic()
     results: dict = {}
     for n in args.runs:
@@ -203,12 +189,12 @@ def bench_packed(args) -> int:
             if mode == "processes" and n > args.max_processes:
                 continue
             if mode == "processes":
-                rates = processes_rates(args, n)
+                windows = processes_rates(args, n)
             else:
                 stepper = Stepper(cfg, n, packed=mode == "packed", device=device, bf16=args.bf16)
-                rates = timed_rates(stepper, args.steps, args.windows, args.warmup)
+                windows = timed_rates(stepper, args.steps, args.windows, args.warmup)
                 del stepper
-            results[n][mode] = summarise(rates, n)
+            results[n][mode] = summarise(windows, n)
             print(f"N={n:<3} {mode:<9} {results[n][mode]['summed_images_per_s']:>10,.0f} img/s summed "
                   f"({results[n][mode]['per_run_images_per_s']:,.0f} per run; a 5000-epoch record 16: "
                   f"{results[n][mode]['record16_5000_epochs_h_per_run']:,.1f} h per run)", flush=True)
@@ -219,7 +205,7 @@ def bench_packed(args) -> int:
             results[n]["packed_over_solo"] = round(
                 results[n]["packed"]["summed_images_per_s"] / results[n]["solo"]["summed_images_per_s"], 2)
     report = {"kind": "bench_packed", "overrides": args.overrides, "record": str(cfg.record.name),
-              "commit": git_commit(), "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+              "commit": git_commit(), "git_dirty": git_dirty(),
               "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu: {cpu_model_name()}",
               "threads": torch.get_num_threads(), "batch_per_run": int(cfg.data.batch_size),

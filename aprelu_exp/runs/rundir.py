@@ -199,6 +199,11 @@ def git_commit() -> str | None:
     return _git("rev-parse", "HEAD")
 
 
+def git_dirty() -> bool:
+    """Whether tracked files differ from the commit (untracked ones do not count)."""
+    return bool(_git("status", "--porcelain", "--untracked-files=no"))
+
+
 def _version(name: str) -> str | None:
     try:
         return metadata.version(name)
@@ -222,7 +227,7 @@ def environment(device=None) -> dict:
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "git_commit": git_commit(),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_dirty": git_dirty(),
         "packages": {name: _version(name) for name in PACKAGES},
     }
     model = cpu_model_name()
